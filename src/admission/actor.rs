@@ -1,0 +1,148 @@
+//! `AdmissionActor` owns the [`Admission`] count and is its only writer. It publishes the count in
+//! an atomic so handlers shed at once, without a message, when their class is already full;
+//! requests that may fit ask the actor, which decides exactly.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::machine::{Admission, Limits, PermitToken, Priority, Shed};
+use crate::metrics::Metrics;
+
+/// `send(Acquire)` waits for room rather than failing when full; `Release` uses `do_send`, which
+/// never waits, so giving a slot back can neither block nor be lost.
+const MAILBOX_CAPACITY: usize = 1024;
+
+/// Asks for a slot of one class.
+#[derive(Message)]
+#[rtype(result = "Result<Permit, Shed>")]
+pub struct Acquire {
+    pub priority: Priority,
+}
+
+/// Gives one slot back.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Release {
+    pub token: PermitToken,
+}
+
+pub struct AdmissionActor {
+    machine: Admission,
+    /// The published in-flight count, read by handlers for the fast shed.
+    inflight: Arc<AtomicU32>,
+    metrics: Metrics,
+}
+
+impl AdmissionActor {
+    fn publish(&self) {
+        let n = self.machine.inflight();
+        self.inflight.store(n, Ordering::Release);
+        self.metrics.admission_inflight.set(i64::from(n));
+    }
+}
+
+impl Actor for AdmissionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        let limits = self.machine.limits();
+        for p in Priority::ALL {
+            self.metrics
+                .admission_limit
+                .with_label_values(&[p.as_str()])
+                .set(i64::from(limits.ceiling(p)));
+        }
+        self.publish();
+    }
+}
+
+impl Handler<Acquire> for AdmissionActor {
+    type Result = Result<Permit, Shed>;
+
+    fn handle(&mut self, msg: Acquire, ctx: &mut Self::Context) -> Self::Result {
+        let token = self.machine.try_acquire(msg.priority)?;
+        self.publish();
+        // Built here, with its own address: if the asker is gone, dropping the Permit releases it.
+        Ok(Permit {
+            token: Some(token),
+            addr: ctx.address(),
+        })
+    }
+}
+
+impl Handler<Release> for AdmissionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Release, _: &mut Self::Context) {
+        self.machine.release(msg.token);
+        self.publish();
+    }
+}
+
+/// An admitted request's slot, given back when dropped: on success, error, timeout, or when the
+/// client goes away and actix drops the handler.
+pub struct Permit {
+    token: Option<PermitToken>,
+    addr: Addr<AdmissionActor>,
+}
+
+impl Permit {
+    pub fn priority(&self) -> Option<Priority> {
+        self.token.as_ref().map(PermitToken::priority)
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            self.addr.do_send(Release { token });
+        }
+    }
+}
+
+/// What a route holds: the actor's address, its published count and the ceilings.
+#[derive(Clone)]
+pub struct AdmissionHandle {
+    addr: Addr<AdmissionActor>,
+    inflight: Arc<AtomicU32>,
+    limits: Limits,
+}
+
+impl AdmissionHandle {
+    /// Starts the one `AdmissionActor` on the current arbiter.
+    pub fn start(limits: Limits, metrics: Metrics) -> Self {
+        let inflight = Arc::new(AtomicU32::new(0));
+        let addr = AdmissionActor {
+            machine: Admission::new(limits),
+            inflight: inflight.clone(),
+            metrics,
+        }
+        .start();
+        Self {
+            addr,
+            inflight,
+            limits,
+        }
+    }
+
+    /// Admits or sheds one request. A class already full by the published count is shed at once;
+    /// otherwise the actor decides.
+    pub async fn acquire(&self, priority: Priority) -> Result<Permit, Shed> {
+        if self.inflight.load(Ordering::Acquire) >= self.limits.ceiling(priority) {
+            return Err(Shed);
+        }
+        match self.addr.send(Acquire { priority }).await {
+            Ok(decision) => decision,
+            // The actor is gone (shutting down): shed rather than run unaccounted.
+            Err(_) => Err(Shed),
+        }
+    }
+
+    /// Admitted requests in flight now, as last published.
+    pub fn inflight(&self) -> u32 {
+        self.inflight.load(Ordering::Acquire)
+    }
+}

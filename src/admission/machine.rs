@@ -1,0 +1,190 @@
+//! The admission limiter. Pure: no actix. All classes share one in-flight count; a request of class
+//! `p` is admitted while the count is below `p`'s ceiling.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Priority {
+    High,
+    Normal,
+    Low,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
+
+    /// Case-sensitive, as the contract says: `high`, `normal`, `low`.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "high" => Some(Priority::High),
+            "normal" => Some(Priority::Normal),
+            "low" => Some(Priority::Low),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// In-flight ceilings per class; configuration guarantees `low < normal < high`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub high: u32,
+    pub normal: u32,
+    pub low: u32,
+}
+
+impl Limits {
+    pub fn ceiling(&self, priority: Priority) -> u32 {
+        match priority {
+            Priority::High => self.high,
+            Priority::Normal => self.normal,
+            Priority::Low => self.low,
+        }
+    }
+}
+
+/// A refused request: the ceiling of its class was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shed;
+
+/// One admitted request's slot. Only [`Admission::try_acquire`] makes one and
+/// [`Admission::release`] consumes it, so a slot cannot be given back twice:
+///
+/// ```compile_fail
+/// use load_shed_api::admission::{Admission, Limits, Priority};
+/// let mut a = Admission::new(Limits { high: 3, normal: 2, low: 1 });
+/// let token = a.try_acquire(Priority::Low).unwrap();
+/// a.release(token);
+/// a.release(token); // error[E0382]: use of moved value
+/// ```
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a permit token must be released"]
+pub struct PermitToken {
+    priority: Priority,
+}
+
+impl PermitToken {
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Admission {
+    limits: Limits,
+    inflight: u32,
+}
+
+impl Admission {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            inflight: 0,
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub fn inflight(&self) -> u32 {
+        self.inflight
+    }
+
+    pub fn try_acquire(&mut self, priority: Priority) -> Result<PermitToken, Shed> {
+        if self.inflight < self.limits.ceiling(priority) {
+            self.inflight += 1;
+            Ok(PermitToken { priority })
+        } else {
+            Err(Shed)
+        }
+    }
+
+    pub fn release(&mut self, token: PermitToken) {
+        let PermitToken { .. } = token;
+        // Every token was counted in when made, so this cannot go below zero.
+        self.inflight = self.inflight.saturating_sub(1);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        high: 5,
+        normal: 4,
+        low: 2,
+    };
+
+    #[test]
+    fn each_class_is_admitted_up_to_its_own_ceiling_of_the_shared_pool() {
+        let mut a = Admission::new(LIMITS);
+        let mut held = Vec::new();
+        // Low fills the pool up to 2, then is shed.
+        held.push(a.try_acquire(Priority::Low).unwrap());
+        held.push(a.try_acquire(Priority::Low).unwrap());
+        assert_eq!(a.try_acquire(Priority::Low), Err(Shed));
+        // Normal may go on to 4.
+        held.push(a.try_acquire(Priority::Normal).unwrap());
+        held.push(a.try_acquire(Priority::Normal).unwrap());
+        assert_eq!(a.try_acquire(Priority::Normal), Err(Shed));
+        assert_eq!(a.try_acquire(Priority::Low), Err(Shed));
+        // High keeps the last slot.
+        held.push(a.try_acquire(Priority::High).unwrap());
+        assert_eq!(a.try_acquire(Priority::High), Err(Shed));
+        assert_eq!(a.inflight(), 5);
+        for t in held {
+            a.release(t);
+        }
+        assert_eq!(a.inflight(), 0);
+    }
+
+    #[test]
+    fn a_release_makes_room_for_the_next_request_of_that_class() {
+        let mut a = Admission::new(LIMITS);
+        let t1 = a.try_acquire(Priority::Low).unwrap();
+        let _t2 = a.try_acquire(Priority::Low).unwrap();
+        assert!(a.try_acquire(Priority::Low).is_err());
+        a.release(t1);
+        assert!(a.try_acquire(Priority::Low).is_ok());
+    }
+
+    #[test]
+    fn high_priority_is_admitted_while_lower_classes_are_shed() {
+        let mut a = Admission::new(LIMITS);
+        let _held: Vec<_> = (0..4)
+            .map(|_| a.try_acquire(Priority::High).unwrap())
+            .collect();
+        assert!(a.try_acquire(Priority::Low).is_err());
+        assert!(a.try_acquire(Priority::Normal).is_err());
+        assert_eq!(
+            a.try_acquire(Priority::High).unwrap().priority(),
+            Priority::High
+        );
+    }
+
+    #[test]
+    fn priorities_parse_case_sensitively() {
+        assert_eq!(Priority::parse("high"), Some(Priority::High));
+        assert_eq!(Priority::parse("normal"), Some(Priority::Normal));
+        assert_eq!(Priority::parse("low"), Some(Priority::Low));
+        for bad in ["HIGH", "Low", "", " low", "urgent"] {
+            assert_eq!(Priority::parse(bad), None, "{bad:?}");
+        }
+    }
+}

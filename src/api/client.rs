@@ -1,0 +1,80 @@
+//! `GET /client`: validate → admit → breaker → upstream call with timeout, in that order.
+
+use std::time::Instant;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::outcome::Outcome;
+use super::params::ClientParams;
+use super::upstream_call::{self, UpstreamError, UpstreamRequest};
+use super::ApiState;
+use crate::breaker::Verdict;
+use crate::metrics::ClientClosedGuard;
+
+pub async fn client(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    http: web::Data<awc::Client>,
+) -> HttpResponse {
+    let closed = ClientClosedGuard::new(&state.metrics, "GET", "/client");
+    let outcome = run(&req, &state, &http).await;
+    closed.answered();
+    outcome.into_response()
+}
+
+/// If the client goes away, actix drops this future wherever it is waiting: the permit and the
+/// breaker pass are dropped with it (slot released, probe freed) and no result is counted.
+async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome {
+    let params = match ClientParams::from_request(req, state.defaults) {
+        Ok(p) => p,
+        Err(bad) => return Outcome::Invalid(bad),
+    };
+    let permit = match state.admit("/client", params.priority).await {
+        Ok(permit) => permit,
+        Err(shed) => return shed,
+    };
+    let pass = match state.breaker.allow().await {
+        Ok(pass) => pass,
+        Err(rejected) => {
+            let outcome = Outcome::BreakerOpen {
+                retry_after: rejected.retry_after,
+            };
+            state.record_upstream(&outcome, None);
+            return outcome;
+        }
+    };
+
+    let started = Instant::now();
+    let result = upstream_call::call(
+        http,
+        &UpstreamRequest {
+            base_url: &state.upstream_url,
+            ms: params.ms,
+            fail_rate: params.fail_rate,
+            timeout: params.timeout,
+            max_body_bytes: state.max_upstream_body_bytes,
+        },
+    )
+    .await;
+    let elapsed = started.elapsed();
+
+    pass.finish(match &result {
+        Ok(_) => Verdict::Success,
+        // A caller's own shorter deadline must not open the breaker for everyone else.
+        Err(UpstreamError::Timeout) if !params.full_timeout => Verdict::Neutral,
+        Err(_) => Verdict::Failure,
+    });
+    if let Err(UpstreamError::Transport(why)) = &result {
+        log::debug!("upstream transport failure: {why}");
+    }
+    let outcome = match result {
+        Ok(reported_ms) => Outcome::Ok {
+            ms: reported_ms.or(params.ms),
+            priority: params.priority,
+        },
+        Err(e) => Outcome::from(e),
+    };
+    state.record_upstream(&outcome, Some(elapsed));
+    drop(permit);
+    outcome
+}

@@ -1,0 +1,152 @@
+//! The one place that maps how a request ended to its HTTP status, `Retry-After`, JSON body and
+//! `upstream_requests_total{result}` label.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
+use serde_json::json;
+
+use super::params::BadParam;
+use super::upstream_call::UpstreamError;
+use crate::admission::Priority;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Done: the upstream answered 2xx in time (`/client`), or the burn ended (`/work`).
+    Ok {
+        ms: Option<u64>,
+        priority: Priority,
+    },
+    Invalid(BadParam),
+    Shed {
+        priority: Priority,
+    },
+    BreakerOpen {
+        retry_after: Duration,
+    },
+    UpstreamStatus(u16),
+    UpstreamTransport,
+    UpstreamTimeout,
+    /// The process is shutting down and can no longer run the work.
+    Unavailable,
+}
+
+impl From<UpstreamError> for Outcome {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::Status(code) => Outcome::UpstreamStatus(code),
+            UpstreamError::Transport(_) => Outcome::UpstreamTransport,
+            UpstreamError::Timeout => Outcome::UpstreamTimeout,
+        }
+    }
+}
+
+/// Whole seconds, rounded up, at least 1.
+fn retry_after_seconds(wait: Duration) -> u64 {
+    u64::try_from(wait.as_millis().div_ceil(1000))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+impl Outcome {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Outcome::Ok { .. } => StatusCode::OK,
+            Outcome::Invalid(_) => StatusCode::BAD_REQUEST,
+            Outcome::Shed { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Outcome::BreakerOpen { .. } | Outcome::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::UpstreamStatus(_) | Outcome::UpstreamTransport => StatusCode::BAD_GATEWAY,
+            Outcome::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The `result` label, for outcomes of a `/client` that reached the breaker.
+    pub fn upstream_result(&self) -> Option<&'static str> {
+        match self {
+            Outcome::Ok { .. } => Some("ok"),
+            Outcome::UpstreamStatus(_) => Some("error"),
+            Outcome::UpstreamTimeout => Some("timeout"),
+            Outcome::UpstreamTransport => Some("transport"),
+            Outcome::BreakerOpen { .. } => Some("breaker_open"),
+            Outcome::Invalid(_) | Outcome::Shed { .. } | Outcome::Unavailable => None,
+        }
+    }
+
+    pub fn into_response(self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status());
+        let body = match self {
+            Outcome::Ok { ms, priority } => {
+                json!({"ok": true, "ms": ms, "priority": priority.as_str()})
+            }
+            Outcome::Invalid(bad) => json!({"error": bad.error, "param": bad.param}),
+            Outcome::Shed { priority } => {
+                res.insert_header(("Retry-After", "1"));
+                json!({"error": "overloaded", "priority": priority.as_str()})
+            }
+            Outcome::BreakerOpen { retry_after } => {
+                res.insert_header(("Retry-After", retry_after_seconds(retry_after).to_string()));
+                json!({"error": "circuit open"})
+            }
+            Outcome::UpstreamStatus(code) => {
+                json!({"error": "upstream error", "upstream_status": code})
+            }
+            Outcome::UpstreamTransport => json!({"error": "upstream unavailable"}),
+            Outcome::UpstreamTimeout => json!({"error": "upstream timeout"}),
+            Outcome::Unavailable => json!({"error": "shutting down"}),
+        };
+        res.json(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds_of_at_least_one() {
+        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+        assert_eq!(retry_after_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_seconds(Duration::from_millis(1000)), 1);
+        assert_eq!(retry_after_seconds(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_seconds(Duration::from_millis(9500)), 10);
+    }
+
+    #[test]
+    fn every_outcome_has_its_contract_status_and_label() {
+        let p = Priority::Normal;
+        let table = [
+            (
+                Outcome::Ok {
+                    ms: Some(1),
+                    priority: p,
+                },
+                200,
+                Some("ok"),
+            ),
+            (
+                Outcome::Invalid(BadParam {
+                    param: "ms".into(),
+                    error: "x".into(),
+                }),
+                400,
+                None,
+            ),
+            (Outcome::Shed { priority: p }, 429, None),
+            (
+                Outcome::BreakerOpen {
+                    retry_after: Duration::from_secs(3),
+                },
+                503,
+                Some("breaker_open"),
+            ),
+            (Outcome::UpstreamStatus(503), 502, Some("error")),
+            (Outcome::UpstreamTransport, 502, Some("transport")),
+            (Outcome::UpstreamTimeout, 504, Some("timeout")),
+        ];
+        for (outcome, status, label) in table {
+            assert_eq!(outcome.status().as_u16(), status, "{outcome:?}");
+            assert_eq!(outcome.upstream_result(), label, "{outcome:?}");
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! Parsing and validation of `/client` and `/work` parameters. Values are case-sensitive; an
+//! unknown or repeated parameter is an error; every error names its parameter.
+
+use std::time::Duration;
+
+use actix_web::http::header::HeaderMap;
+use actix_web::HttpRequest;
+
+use crate::admission::Priority;
+
+pub const PRIORITY_HEADER: &str = "x-priority";
+/// The caller's remaining budget in milliseconds (deadline propagation).
+pub const BUDGET_HEADER: &str = "x-request-timeout-ms";
+
+/// Longest parameter name echoed back in an error.
+const MAX_ECHOED_NAME: usize = 64;
+
+/// A rejected parameter: 400 `{"error": …, "param": …}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadParam {
+    pub param: String,
+    pub error: String,
+}
+
+impl BadParam {
+    fn new(param: &str, error: impl Into<String>) -> Self {
+        let param = match param.char_indices().nth(MAX_ECHOED_NAME) {
+            Some((cut, _)) => format!("{}…", &param[..cut]),
+            None => param.to_string(),
+        };
+        Self {
+            param,
+            error: error.into(),
+        }
+    }
+}
+
+/// What the api applies when the caller names no value.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientDefaults {
+    pub timeout: Duration,
+}
+
+/// A validated `/client` request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientParams {
+    /// Passed to the upstream only when given; otherwise the upstream's own default applies.
+    pub ms: Option<u64>,
+    pub fail_rate: Option<f64>,
+    /// The timeout in force: `timeout_ms` (or the default), capped by the caller's budget header.
+    pub timeout: Duration,
+    /// Whether `timeout` is at least the configured default, so that a timeout may count
+    /// against the breaker.
+    pub full_timeout: bool,
+    pub priority: Priority,
+}
+
+/// A validated `/work` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkParams {
+    pub ms: u64,
+    pub priority: Priority,
+}
+
+/// The query string as name → value, for the names a route accepts.
+struct Query {
+    pairs: Vec<(&'static str, String)>,
+}
+
+impl Query {
+    fn parse(query: &str, names: &[&'static str]) -> Result<Self, BadParam> {
+        let mut pairs: Vec<(&'static str, String)> = Vec::new();
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            let Some(known) = names.iter().find(|n| **n == name) else {
+                return Err(BadParam::new(&name, "unknown parameter"));
+            };
+            if pairs.iter().any(|(n, _)| n == known) {
+                return Err(BadParam::new(known, "repeated parameter"));
+            }
+            pairs.push((known, value.into_owned()));
+        }
+        Ok(Self { pairs })
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn integer(&self, name: &'static str, min: u64, max: u64) -> Result<Option<u64>, BadParam> {
+        self.get(name)
+            .map(|v| integer_in(name, v, min, max))
+            .transpose()
+    }
+}
+
+fn integer_in(name: &str, value: &str, min: u64, max: u64) -> Result<u64, BadParam> {
+    let rule = || BadParam::new(name, format!("must be an integer between {min} and {max}"));
+    let n: u64 = value.parse().map_err(|_| rule())?;
+    if (min..=max).contains(&n) {
+        Ok(n)
+    } else {
+        Err(rule())
+    }
+}
+
+/// One header value at most, as visible ASCII.
+fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, BadParam> {
+    let mut values = headers.get_all(name);
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(BadParam::new(name_of(name), "repeated header"));
+    }
+    first
+        .to_str()
+        .map(Some)
+        .map_err(|_| BadParam::new(name_of(name), "must be visible ASCII"))
+}
+
+/// The header's conventional spelling for error messages.
+fn name_of(header: &str) -> &'static str {
+    match header {
+        PRIORITY_HEADER => "X-Priority",
+        _ => "X-Request-Timeout-Ms",
+    }
+}
+
+/// `priority` from the query, else `X-Priority`, else normal.
+fn priority(query: &Query, headers: &HeaderMap) -> Result<Priority, BadParam> {
+    let (name, value) = match query.get("priority") {
+        Some(v) => ("priority", Some(v)),
+        None => ("X-Priority", single_header(headers, PRIORITY_HEADER)?),
+    };
+    match value {
+        None => Ok(Priority::Normal),
+        Some(v) => Priority::parse(v)
+            .ok_or_else(|| BadParam::new(name, "must be one of high, normal, low")),
+    }
+}
+
+const CLIENT_PARAMS: &[&str] = &["ms", "fail_rate", "timeout_ms", "priority"];
+const WORK_PARAMS: &[&str] = &["ms", "priority"];
+
+/// Longest budget accepted in `X-Request-Timeout-Ms` (one day).
+const MAX_BUDGET_MS: u64 = 86_400_000;
+
+impl ClientParams {
+    pub fn from_request(req: &HttpRequest, defaults: ClientDefaults) -> Result<Self, BadParam> {
+        Self::parse(req.query_string(), req.headers(), defaults)
+    }
+
+    pub fn parse(
+        query: &str,
+        headers: &HeaderMap,
+        defaults: ClientDefaults,
+    ) -> Result<Self, BadParam> {
+        let q = Query::parse(query, CLIENT_PARAMS)?;
+        let ms = q.integer("ms", 0, 5000)?;
+        let fail_rate = q
+            .get("fail_rate")
+            .map(|v| match v.parse::<f64>() {
+                Ok(r) if r.is_finite() && (0.0..=1.0).contains(&r) => Ok(r),
+                _ => Err(BadParam::new(
+                    "fail_rate",
+                    "must be a number between 0 and 1",
+                )),
+            })
+            .transpose()?;
+        let asked = q
+            .integer("timeout_ms", 1, 10_000)?
+            .map(Duration::from_millis)
+            .unwrap_or(defaults.timeout);
+        let budget = single_header(headers, BUDGET_HEADER)?
+            .map(|v| integer_in("X-Request-Timeout-Ms", v, 0, MAX_BUDGET_MS))
+            .transpose()?
+            .map(Duration::from_millis);
+        let timeout = budget.map_or(asked, |b| b.min(asked));
+        let priority = priority(&q, headers)?;
+        Ok(Self {
+            ms,
+            fail_rate,
+            timeout,
+            full_timeout: timeout >= defaults.timeout,
+            priority,
+        })
+    }
+}
+
+impl WorkParams {
+    pub const DEFAULT_MS: u64 = 50;
+
+    pub fn from_request(req: &HttpRequest) -> Result<Self, BadParam> {
+        Self::parse(req.query_string(), req.headers())
+    }
+
+    pub fn parse(query: &str, headers: &HeaderMap) -> Result<Self, BadParam> {
+        let q = Query::parse(query, WORK_PARAMS)?;
+        Ok(Self {
+            ms: q.integer("ms", 1, 2000)?.unwrap_or(Self::DEFAULT_MS),
+            priority: priority(&q, headers)?,
+        })
+    }
+}
+
+/// `ms` and `fail_rate` of `/upstream`, with the simulator's configured defaults.
+pub fn upstream_params(
+    query: &str,
+    default_ms: u64,
+    default_fail_rate: f64,
+) -> Result<(u64, f64), BadParam> {
+    let q = Query::parse(query, &["ms", "fail_rate"])?;
+    let ms = q.integer("ms", 0, 5000)?.unwrap_or(default_ms);
+    let fail_rate = match q.get("fail_rate") {
+        None => default_fail_rate,
+        Some(v) => match v.parse::<f64>() {
+            Ok(r) if r.is_finite() && (0.0..=1.0).contains(&r) => r,
+            _ => {
+                return Err(BadParam::new(
+                    "fail_rate",
+                    "must be a number between 0 and 1",
+                ))
+            }
+        },
+    };
+    Ok((ms, fail_rate))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::{HeaderName, HeaderValue};
+
+    const DEFAULTS: ClientDefaults = ClientDefaults {
+        timeout: Duration::from_millis(200),
+    };
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn client(query: &str) -> Result<ClientParams, BadParam> {
+        ClientParams::parse(query, &HeaderMap::new(), DEFAULTS)
+    }
+
+    #[test]
+    fn an_empty_query_takes_every_default() {
+        let p = client("").unwrap();
+        assert_eq!(p.ms, None);
+        assert_eq!(p.fail_rate, None);
+        assert_eq!(p.timeout, Duration::from_millis(200));
+        assert!(p.full_timeout);
+        assert_eq!(p.priority, Priority::Normal);
+    }
+
+    #[test]
+    fn given_values_are_kept() {
+        let p = client("ms=10&fail_rate=0.5&timeout_ms=50&priority=low").unwrap();
+        assert_eq!(p.ms, Some(10));
+        assert_eq!(p.fail_rate, Some(0.5));
+        assert_eq!(p.timeout, Duration::from_millis(50));
+        assert!(!p.full_timeout);
+        assert_eq!(p.priority, Priority::Low);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_parameter() {
+        let cases = [
+            ("ms=-1", "ms"),
+            ("ms=5001", "ms"),
+            ("ms=abc", "ms"),
+            ("ms=1.5", "ms"),
+            ("ms=", "ms"),
+            ("fail_rate=nan", "fail_rate"),
+            ("fail_rate=NaN", "fail_rate"),
+            ("fail_rate=inf", "fail_rate"),
+            ("fail_rate=-inf", "fail_rate"),
+            ("fail_rate=1.01", "fail_rate"),
+            ("fail_rate=-0.1", "fail_rate"),
+            ("fail_rate=x", "fail_rate"),
+            ("timeout_ms=0", "timeout_ms"),
+            ("timeout_ms=10001", "timeout_ms"),
+            ("timeout_ms=99999999999999999999999", "timeout_ms"),
+            ("priority=urgent", "priority"),
+            ("priority=HIGH", "priority"),
+            ("ms=1&ms=2", "ms"),
+            ("bogus=1", "bogus"),
+            ("MS=1", "MS"),
+        ];
+        for (query, param) in cases {
+            let e = client(query).unwrap_err();
+            assert_eq!(e.param, param, "{query}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn the_priority_header_is_used_unless_the_query_names_one() {
+        let h = headers(&[("X-Priority", "high")]);
+        assert_eq!(
+            ClientParams::parse("", &h, DEFAULTS).unwrap().priority,
+            Priority::High
+        );
+        let p = ClientParams::parse("priority=low", &h, DEFAULTS).unwrap();
+        assert_eq!(p.priority, Priority::Low);
+        let bad = headers(&[("X-Priority", "High")]);
+        assert_eq!(
+            ClientParams::parse("", &bad, DEFAULTS).unwrap_err().param,
+            "X-Priority"
+        );
+        let twice = headers(&[("X-Priority", "low"), ("X-Priority", "high")]);
+        assert_eq!(
+            ClientParams::parse("", &twice, DEFAULTS).unwrap_err().param,
+            "X-Priority"
+        );
+    }
+
+    #[test]
+    fn the_budget_header_caps_the_timeout_and_marks_it_short() {
+        let h = headers(&[("X-Request-Timeout-Ms", "80")]);
+        let p = ClientParams::parse("timeout_ms=1000", &h, DEFAULTS).unwrap();
+        assert_eq!(p.timeout, Duration::from_millis(80));
+        assert!(!p.full_timeout);
+        let generous = headers(&[("X-Request-Timeout-Ms", "5000")]);
+        let p = ClientParams::parse("", &generous, DEFAULTS).unwrap();
+        assert_eq!(p.timeout, Duration::from_millis(200));
+        assert!(p.full_timeout);
+        let bad = headers(&[("X-Request-Timeout-Ms", "soon")]);
+        assert_eq!(
+            ClientParams::parse("", &bad, DEFAULTS).unwrap_err().param,
+            "X-Request-Timeout-Ms"
+        );
+    }
+
+    #[test]
+    fn long_unknown_names_are_cut_when_echoed() {
+        let name = "x".repeat(10_000);
+        let e = client(&format!("{name}=1")).unwrap_err();
+        assert!(e.param.chars().count() <= MAX_ECHOED_NAME + 1);
+    }
+
+    #[test]
+    fn work_takes_ms_within_its_range() {
+        let h = HeaderMap::new();
+        assert_eq!(WorkParams::parse("", &h).unwrap().ms, 50);
+        assert_eq!(WorkParams::parse("ms=2000", &h).unwrap().ms, 2000);
+        assert_eq!(WorkParams::parse("ms=0", &h).unwrap_err().param, "ms");
+        assert_eq!(WorkParams::parse("ms=2001", &h).unwrap_err().param, "ms");
+        assert_eq!(
+            WorkParams::parse("timeout_ms=1", &h).unwrap_err().param,
+            "timeout_ms"
+        );
+    }
+
+    #[test]
+    fn upstream_parameters_fall_back_to_configuration() {
+        assert_eq!(upstream_params("", 50, 0.1).unwrap(), (50, 0.1));
+        assert_eq!(
+            upstream_params("ms=0&fail_rate=1", 50, 0.1).unwrap(),
+            (0, 1.0)
+        );
+        assert_eq!(
+            upstream_params("fail_rate=inf", 50, 0.1).unwrap_err().param,
+            "fail_rate"
+        );
+    }
+}

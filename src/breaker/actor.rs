@@ -1,0 +1,185 @@
+//! `BreakerActor` owns the [`CircuitBreaker`] and is its only writer: it decides HalfOpen probes,
+//! takes every call's verdict, publishes the [`BreakerGate`] and the breaker metrics. Handlers hold
+//! a [`BreakerHandle`]; a call let through is a [`Pass`] that returns its ticket exactly once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use super::gate::{BreakerGate, GateView};
+use super::machine::{BreakerConfig, CircuitBreaker, Rejected, State, Ticket, Verdict};
+use crate::metrics::Metrics;
+
+/// Requests queue here only in HalfOpen and when Open's pause ends; verdicts use `do_send`,
+/// which never waits for room, so a full mailbox cannot block a handler's cleanup.
+const MAILBOX_CAPACITY: usize = 1024;
+
+/// Asks to let one call through (sent only when the gate cannot decide).
+#[derive(Message)]
+#[rtype(result = "Result<Pass, Rejected>")]
+pub struct Allow;
+
+/// A call's outcome, with the ticket it was let through on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Record {
+    pub ticket: Ticket,
+    pub verdict: Verdict,
+}
+
+/// A call that ended without a verdict (its client went away): frees a probe slot.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Abandon {
+    pub ticket: Ticket,
+}
+
+pub struct BreakerActor {
+    machine: CircuitBreaker,
+    gate: Arc<BreakerGate>,
+    metrics: Metrics,
+}
+
+impl BreakerActor {
+    pub fn new(config: BreakerConfig, gate: Arc<BreakerGate>, metrics: Metrics) -> Self {
+        Self {
+            machine: CircuitBreaker::new(config),
+            gate,
+            metrics,
+        }
+    }
+
+    /// Publishes a transition: gate, gauge, counter, log, and the timer that half-opens it.
+    fn changed(&mut self, ctx: &mut Context<Self>) {
+        let state = self.machine.state();
+        self.gate.publish(self.machine.generation(), state);
+        self.metrics.breaker_state.set(state.gauge());
+        self.metrics
+            .breaker_transitions
+            .with_label_values(&[state.label()])
+            .inc();
+        log::warn!("circuit breaker is now {}", state.label());
+        if let State::Open { probe_at } = state {
+            let wait = probe_at.saturating_duration_since(Instant::now());
+            ctx.run_later(wait, |act, ctx| {
+                if act.machine.tick(Instant::now()) {
+                    act.changed(ctx);
+                }
+            });
+        }
+    }
+}
+
+impl Actor for BreakerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        self.gate
+            .publish(self.machine.generation(), self.machine.state());
+        self.metrics.breaker_state.set(self.machine.state().gauge());
+    }
+}
+
+impl Handler<Allow> for BreakerActor {
+    type Result = Result<Pass, Rejected>;
+
+    fn handle(&mut self, _: Allow, ctx: &mut Self::Context) -> Self::Result {
+        let generation = self.machine.generation();
+        let decision = self.machine.allow(Instant::now());
+        if self.machine.generation() != generation {
+            self.changed(ctx);
+        }
+        // Built here, with its own address: if the asker is gone, dropping the Pass returns the ticket.
+        decision.map(|ticket| Pass::new(ticket, ctx.address()))
+    }
+}
+
+impl Handler<Record> for BreakerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Record, ctx: &mut Self::Context) {
+        if self.machine.record(msg.ticket, msg.verdict, Instant::now()) {
+            self.changed(ctx);
+        }
+    }
+}
+
+impl Handler<Abandon> for BreakerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Abandon, _: &mut Self::Context) {
+        self.machine.abandon(msg.ticket);
+    }
+}
+
+/// A call let through by the breaker. [`Pass::finish`] reports its verdict; dropping it unfinished
+/// (the client went away) frees its probe slot without a verdict.
+pub struct Pass {
+    ticket: Option<Ticket>,
+    addr: Addr<BreakerActor>,
+}
+
+impl Pass {
+    fn new(ticket: Ticket, addr: Addr<BreakerActor>) -> Self {
+        Self {
+            ticket: Some(ticket),
+            addr,
+        }
+    }
+
+    pub fn is_probe(&self) -> bool {
+        self.ticket.as_ref().is_some_and(Ticket::is_probe)
+    }
+
+    pub fn finish(mut self, verdict: Verdict) {
+        if let Some(ticket) = self.ticket.take() {
+            self.addr.do_send(Record { ticket, verdict });
+        }
+    }
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            if ticket.is_probe() {
+                self.addr.do_send(Abandon { ticket });
+            }
+        }
+    }
+}
+
+/// What a route holds: the actor's address and its published gate.
+#[derive(Clone)]
+pub struct BreakerHandle {
+    addr: Addr<BreakerActor>,
+    gate: Arc<BreakerGate>,
+}
+
+impl BreakerHandle {
+    /// Starts the one `BreakerActor` on the current arbiter.
+    pub fn start(config: BreakerConfig, metrics: Metrics) -> Self {
+        let gate = Arc::new(BreakerGate::new());
+        let addr = BreakerActor::new(config, gate.clone(), metrics).start();
+        Self { addr, gate }
+    }
+
+    /// Lets a call through or refuses it. Closed and Open are decided from the gate; HalfOpen asks
+    /// the actor.
+    pub async fn allow(&self) -> Result<Pass, Rejected> {
+        match self.gate.view(Instant::now()) {
+            GateView::Closed { generation } => {
+                Ok(Pass::new(Ticket::closed(generation), self.addr.clone()))
+            }
+            GateView::Open { retry_after } => Err(Rejected { retry_after }),
+            GateView::AskActor => match self.addr.send(Allow).await {
+                Ok(decision) => decision,
+                // The actor is gone (shutting down): refuse rather than call unguarded.
+                Err(_) => Err(Rejected {
+                    retry_after: Duration::from_secs(1),
+                }),
+            },
+        }
+    }
+}

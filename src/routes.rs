@@ -1,0 +1,62 @@
+//! What every role serves: `/healthz`, `/readyz`, `/metrics`, and JSON 404/405 fallbacks.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::metrics;
+
+/// Whether the process takes new work; turned off when draining starts.
+#[derive(Clone, Debug)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self(Arc::new(AtomicBool::new(true)))
+    }
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    pub fn start_draining(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"ok": true}))
+}
+
+pub async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
+    if readiness.is_ready() {
+        HttpResponse::Ok().json(json!({"ok": true}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({"ok": false, "error": "draining"}))
+    }
+}
+
+pub async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(json!({"error": "not found"}))
+}
+
+pub async fn method_not_allowed() -> HttpResponse {
+    HttpResponse::MethodNotAllowed().json(json!({"error": "method not allowed"}))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(get("/healthz", web::get().to(healthz)))
+        .service(get("/readyz", web::get().to(readyz)))
+        .service(get("/metrics", web::get().to(metrics::serve)));
+}
+
+/// A resource answering one route, and a JSON 405 to other methods.
+fn get(path: &str, route: actix_web::Route) -> actix_web::Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(method_not_allowed))
+}

@@ -1,0 +1,117 @@
+//! Priority ceilings over real HTTP, with the metrics reconciling.
+
+use std::time::Duration;
+
+use crate::helpers::{spawn_app, TestApp};
+
+const HOLD: &str = "/client?ms=700&timeout_ms=3000";
+
+async fn inflight_reaches(app: &TestApp, n: f64) {
+    app.wait_for("admission_inflight", &[], n, Duration::from_secs(3))
+        .await;
+}
+
+fn hold(app: &TestApp, priority: &'static str) -> actix_web::rt::task::JoinHandle<u16> {
+    let url = app.url(&format!("{HOLD}&priority={priority}"));
+    actix_web::rt::spawn(async move {
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .finish();
+        let mut res = client.get(url).send().await.expect("held request");
+        let _ = res.body().await;
+        res.status().as_u16()
+    })
+}
+
+#[actix_web::test]
+async fn each_priority_is_shed_at_its_own_ceiling_and_the_counts_reconcile() {
+    let app = spawn_app(&[
+        ("LOAD_SHED__ADMISSION__MAX_INFLIGHT", "4"),
+        ("LOAD_SHED__ADMISSION__NORMAL_MAX_INFLIGHT", "3"),
+        ("LOAD_SHED__ADMISSION__LOW_MAX_INFLIGHT", "2"),
+    ])
+    .await;
+    let mut held = vec![hold(&app, "low"), hold(&app, "low")];
+    inflight_reaches(&app, 2.0).await;
+
+    let r = app.get("/client?ms=0&priority=low").await;
+    assert_eq!(r.status, 429);
+    assert_eq!(
+        r.json,
+        serde_json::json!({"error": "overloaded", "priority": "low"})
+    );
+    let secs: u64 = r.retry_after.expect("Retry-After").parse().unwrap();
+    assert!(secs >= 1);
+
+    held.push(hold(&app, "normal"));
+    inflight_reaches(&app, 3.0).await;
+    assert_eq!(app.get("/client?ms=0&priority=normal").await.status, 429);
+    assert_eq!(
+        app.get_with("/client?ms=0", &[("X-Priority", "low")])
+            .await
+            .status,
+        429
+    );
+
+    held.push(hold(&app, "high"));
+    inflight_reaches(&app, 4.0).await;
+    let r = app
+        .get_with("/client?ms=0", &[("X-Priority", "high")])
+        .await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json["priority"], "high");
+
+    for h in held {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+    inflight_reaches(&app, 0.0).await;
+
+    // offered = admitted + shed, per class.
+    let text = app.metrics().await;
+    let count = |p: &str, d: &str| {
+        crate::helpers::series_value(
+            &text,
+            "admission_requests_total",
+            &[("path", "/client"), ("priority", p), ("decision", d)],
+        )
+        .unwrap()
+    };
+    for (priority, offered, admitted) in
+        [("low", 4.0, 2.0), ("normal", 2.0, 1.0), ("high", 2.0, 1.0)]
+    {
+        assert_eq!(count(priority, "admitted"), admitted, "{priority}");
+        assert_eq!(
+            count(priority, "admitted") + count(priority, "shed"),
+            offered,
+            "{priority}"
+        );
+    }
+    for (p, limit) in [("high", 4.0), ("normal", 3.0), ("low", 2.0)] {
+        assert_eq!(
+            crate::helpers::series_value(&text, "admission_limit", &[("priority", p)]),
+            Some(limit)
+        );
+    }
+    let http_429 = crate::helpers::series_value(
+        &text,
+        "http_requests_total",
+        &[("method", "GET"), ("path", "/client"), ("status", "429")],
+    );
+    assert_eq!(http_429, Some(4.0));
+}
+
+#[actix_web::test]
+async fn a_shed_request_is_answered_at_once() {
+    let app = spawn_app(&[
+        ("LOAD_SHED__ADMISSION__MAX_INFLIGHT", "3"),
+        ("LOAD_SHED__ADMISSION__NORMAL_MAX_INFLIGHT", "2"),
+        ("LOAD_SHED__ADMISSION__LOW_MAX_INFLIGHT", "1"),
+    ])
+    .await;
+    let held = hold(&app, "low");
+    inflight_reaches(&app, 1.0).await;
+    let started = std::time::Instant::now();
+    assert_eq!(app.get("/client?ms=0&priority=low").await.status, 429);
+    assert!(started.elapsed() < Duration::from_millis(300));
+    assert_eq!(held.await.unwrap(), 200);
+}

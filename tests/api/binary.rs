@@ -1,0 +1,151 @@
+//! The real binary: configuration errors, signals, draining, the `check` subcommand.
+
+use std::time::{Duration, Instant};
+
+use crate::helpers::{binary, raw_request, start_binary};
+
+#[test]
+fn invalid_configuration_exits_2_with_one_line_naming_the_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "LOAD_SHED__BREAKER__FAILURE_THRESHOLD",
+            "abc",
+            "breaker.failure_threshold",
+        ),
+        (
+            "LOAD_SHED__ADMISSION__LOW_MAX_INFLIGHT",
+            "45",
+            "admission.low_max_inflight",
+        ),
+        (
+            "LOAD_SHED__ADMISSION__NORMAL_MAX_INFLIGHT",
+            "60",
+            "admission.normal_max_inflight",
+        ),
+        ("LOAD_SHED__UPSTREAM__FAIL_RATE", "2", "upstream.fail_rate"),
+        ("LOAD_SHED__ROLE", "gateway", "role"),
+        (
+            "LOAD_SHED__API__UPSTREAM_URL",
+            "localhost:8081",
+            "api.upstream_url",
+        ),
+        (
+            "LOAD_SHED__API__LISEN",
+            "0.0.0.0:1",
+            "LOAD_SHED__API__LISEN",
+        ),
+        (
+            "LOAD_SHED__TIMEOUTS__UPSTREAM_MS",
+            "",
+            "timeouts.upstream_ms",
+        ),
+    ];
+    for (var, value, key) in cases {
+        let out = binary().env(var, value).output().expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{var}={value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{var}={value}: {stderr}");
+        assert!(stderr.contains(key), "{var}={value}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_missing_config_file_and_unknown_arguments_exit_2() {
+    let out = binary()
+        .env("LOAD_SHED_CONFIG", "/no/such.toml")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LOAD_SHED_CONFIG"));
+    let out = binary().arg("--bogus").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_config_file_named_by_load_shed_config_is_layered_under_the_environment() {
+    let path = std::env::temp_dir().join(format!("load-shed-test-{}.toml", std::process::id()));
+    std::fs::write(&path, "[breaker]\nopen_seconds = 3\nfailure_thresold = 1\n").unwrap();
+    let out = binary().env("LOAD_SHED_CONFIG", &path).output().unwrap();
+    let _ = std::fs::remove_file(&path);
+    // A typo in a file is as fatal as one in the environment.
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failure_thresold"));
+}
+
+fn drains_in_flight_requests_on(signal: &str) {
+    let mut app = start_binary(&[("LOAD_SHED__SHUTDOWN__GRACE_SECONDS", "5")]);
+    let api = app.api.unwrap();
+    let in_flight =
+        std::thread::spawn(move || raw_request(api, "GET", "/client?ms=800&timeout_ms=3000"));
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    app.signal(signal);
+    let (status, body) = in_flight
+        .join()
+        .unwrap()
+        .expect("the in-flight request got an answer");
+    assert_eq!(status, 200, "{body}");
+    let exit = app.wait_exit(Duration::from_secs(5));
+    assert_eq!(exit.code(), Some(0));
+    assert!(signalled.elapsed() < Duration::from_secs(4));
+    // The listener is closed.
+    assert!(raw_request(api, "GET", "/healthz").is_err());
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_and_exits_0() {
+    drains_in_flight_requests_on("TERM");
+}
+
+#[test]
+fn sigint_drains_in_flight_requests_and_exits_0() {
+    drains_in_flight_requests_on("INT");
+}
+
+#[test]
+fn requests_still_running_after_the_grace_time_are_cut_off_and_the_exit_is_0() {
+    let mut app = start_binary(&[("LOAD_SHED__SHUTDOWN__GRACE_SECONDS", "1")]);
+    let api = app.api.unwrap();
+    let in_flight =
+        std::thread::spawn(move || raw_request(api, "GET", "/client?ms=5000&timeout_ms=8000"));
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    app.signal("TERM");
+    let exit = app.wait_exit(Duration::from_secs(5));
+    assert_eq!(exit.code(), Some(0));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        signalled.elapsed()
+    );
+    assert!(
+        in_flight.join().unwrap().is_err(),
+        "a cut-off request has no answer"
+    );
+}
+
+#[test]
+fn the_check_subcommand_passes_against_a_running_api_and_fails_without_one() {
+    let app = start_binary(&[]);
+    let url = format!("http://{}", app.api.unwrap());
+    let out = binary().args(["check", &url]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("GET /client -> 200"));
+    drop(app);
+    let out = binary().args(["check", &url]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn the_binary_starts_from_any_directory_on_its_embedded_defaults() {
+    // start_binary runs in the temp dir, where no config/default.toml exists.
+    let app = start_binary(&[("LOAD_SHED__ROLE", "upstream")]);
+    let (status, _) = raw_request(app.upstream.unwrap(), "GET", "/upstream?ms=0").unwrap();
+    assert_eq!(status, 200);
+}

@@ -1,0 +1,9 @@
+mod aborts;
+mod admission;
+mod binary;
+mod breaker;
+mod client;
+mod helpers;
+mod metrics;
+mod upstream;
+mod work;
