@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Chart checks with real tools, for the default values and every helm/load-shed-api/ci/*-values.yaml:
+
+- `helm lint --strict`;
+- `helm template` output validated: core kinds with `kubernetes-validate --strict` (Kubernetes
+  1.30, the chart's minimum, and 1.35), ServiceMonitor and PrometheusRule with the
+  prometheus-operator JSON schemas (.ci/validate-crds.mjs);
+- the rules of the rendered PrometheusRule pass `promtool check rules`;
+- the binary starts with exactly the environment the chart renders for each container (listen
+  addresses and the upstream Service's host swapped for loopback), and what it serves proves the
+  values reached its configuration: admission limits on /metrics equal the rendered values, and
+  `/client` answers 200, or 502 when the values make the upstream fail or point elsewhere.
+
+Usage: python3 .ci/chart_checks.py --binary target/debug/load-shed-api --crd-validator DIR
+"""
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm/load-shed-api"
+KUBE_VERSIONS = ["1.30.0", "1.35.0"]
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+
+failures = []
+passed = 0
+
+
+def check(ok, what):
+    global passed
+    print(("  ok    " if ok else "  FAIL  ") + what, flush=True)
+    if ok:
+        passed += 1
+    else:
+        failures.append(what)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kw)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def metric(text, name, labels):
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    series = f"{name}{{{want}}}" if want else name
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def container_env(deployment, configmaps):
+    """The container's environment as Kubernetes would build it: envFrom ConfigMaps, then env."""
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {}
+    for source in container.get("envFrom", []):
+        env.update(configmaps[source["configMapRef"]["name"]])
+    for var in container.get("env", []):
+        env[var["name"]] = var["value"]
+    return env
+
+
+def start(binary, env, log):
+    proc = subprocess.Popen([binary], env={"PATH": os.environ["PATH"], **env},
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    return proc
+
+
+def wait_healthy(proc, base, log):
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited {proc.returncode}: {Path(log).read_text()[-500:]}")
+        try:
+            if get(f"{base}/healthz")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{base} never became healthy")
+
+
+def startup_check(name, docs, binary, workdir):
+    """Starts the upstream and the api with the rendered environments; checks what they serve."""
+    configmaps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap" and "data" in d
+                  and not d["metadata"]["name"].endswith("-dashboard")}
+    deployments = {d["spec"]["template"]["spec"]["containers"][0]["name"]: d
+                   for d in docs if d["kind"] == "Deployment"}
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    procs = []
+    try:
+        upstream_addr = None
+        upstream_env = {}
+        if "upstream" in deployments:
+            upstream_env = container_env(deployments["upstream"], configmaps)
+            env = dict(upstream_env)
+            check(env.get("LOAD_SHED__ROLE") == "upstream", f"{name}: upstream container runs role=upstream")
+            port = free_port()
+            env["LOAD_SHED__UPSTREAM__LISTEN"] = f"127.0.0.1:{port}"
+            log = workdir / f"{name}-upstream.log"
+            procs.append(start(binary, env, log))
+            wait_healthy(procs[-1], f"http://127.0.0.1:{port}", log)
+            upstream_addr = f"127.0.0.1:{port}"
+            check(True, f"{name}: the binary accepts the upstream container's environment ({len(env)} variables)")
+
+        env = container_env(deployments["api"], configmaps)
+        check(env.get("LOAD_SHED__ROLE") == "api", f"{name}: api container runs role=api")
+        url = env["LOAD_SHED__API__UPSTREAM_URL"]
+        host = url.split("://", 1)[1].split("/", 1)[0].split(":")[0]
+        external = host not in services
+        if external:
+            # A dependency outside the chart: point at a closed loopback port instead.
+            env["LOAD_SHED__API__UPSTREAM_URL"] = f"http://127.0.0.1:{free_port()}"
+        else:
+            svc_port = services[host]["spec"]["ports"][0]["port"]
+            check(url == f"http://{host}:{svc_port}", f"{name}: the api's upstream URL is the upstream Service ({url})")
+            env["LOAD_SHED__API__UPSTREAM_URL"] = f"http://{upstream_addr}"
+        port = free_port()
+        env["LOAD_SHED__API__LISTEN"] = f"127.0.0.1:{port}"
+        base = f"http://127.0.0.1:{port}"
+        log = workdir / f"{name}-api.log"
+        procs.append(start(binary, env, log))
+        wait_healthy(procs[-1], base, log)
+        check(True, f"{name}: the binary accepts the api container's environment ({len(env)} variables)")
+
+        status, body = get(f"{base}/client")
+        fails = external or float(upstream_env.get("LOAD_SHED__UPSTREAM__FAIL_RATE", "0")) >= 1.0
+        want = 502 if fails else 200
+        check(status == want, f"{name}: /client answers {want} (got {status} {body.strip()})")
+        _, text = get(f"{base}/metrics")
+        for priority, key in [("high", "MAX_INFLIGHT"), ("normal", "NORMAL_MAX_INFLIGHT"), ("low", "LOW_MAX_INFLIGHT")]:
+            value = metric(text, "admission_limit", {"priority": priority})
+            rendered = float(env[f"LOAD_SHED__ADMISSION__{key}"])
+            check(value == rendered, f"{name}: admission_limit{{priority=\"{priority}\"}} is the rendered {rendered:g} (got {value})")
+        out = run([binary, "check", base])
+        check(out.returncode == (1 if fails else 0),
+              f"{name}: `load-shed-api check` exits {out.returncode} ({(out.stdout + out.stderr).strip().splitlines()[-1]})")
+    except (RuntimeError, KeyError, OSError) as e:
+        check(False, f"{name}: start-up check: {e}")
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--binary", default=str(ROOT / "target/debug/load-shed-api"))
+    parser.add_argument("--crd-validator", required=True,
+                        help="directory with node_modules/@kubernetes-models/prometheus-operator")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="load-shed-chart-"))
+
+    cases = [("defaults", [])] + [(f.name.removesuffix("-values.yaml"), ["-f", str(f)])
+                                  for f in sorted((CHART / "ci").glob("*-values.yaml"))]
+    for name, extra in cases:
+        print(f"values: {name}", flush=True)
+        lint = run(["helm", "lint", "--strict", str(CHART), *extra])
+        check(lint.returncode == 0, f"{name}: helm lint --strict" + ("" if lint.returncode == 0 else f"\n{lint.stdout}{lint.stderr}"))
+        rendered = run(["helm", "template", "demo", str(CHART), "--namespace", "demo", *extra])
+        check(rendered.returncode == 0, f"{name}: helm template" + ("" if rendered.returncode == 0 else f"\n{rendered.stderr}"))
+        if rendered.returncode != 0:
+            continue
+        docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+        core = [d for d in docs if d["kind"] not in CRD_KINDS]
+        crds = [d for d in docs if d["kind"] in CRD_KINDS]
+        core_file = workdir / f"{name}-core.yaml"
+        core_file.write_text(yaml.safe_dump_all(core))
+        for version in KUBE_VERSIONS:
+            v = run([sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet", "-k", version, str(core_file)])
+            check(v.returncode == 0, f"{name}: {len(core)} core objects valid for Kubernetes {version} (strict)"
+                  + ("" if v.returncode == 0 else f"\n{v.stdout}{v.stderr}"))
+        if crds:
+            crd_file = workdir / f"{name}-crds.json"
+            crd_file.write_text(json.dumps(crds))
+            # ES modules resolve packages from the script's own directory: run a copy placed there.
+            script = Path(args.crd_validator) / "validate-crds.mjs"
+            script.write_text((ROOT / ".ci/validate-crds.mjs").read_text())
+            v = run(["node", str(script), str(crd_file)])
+            check(v.returncode == 0, f"{name}: {len(crds)} ServiceMonitor/PrometheusRule valid ({v.stdout.strip()}{v.stderr.strip()})")
+        for rule in (d for d in docs if d["kind"] == "PrometheusRule"):
+            rules_file = workdir / f"{name}-rules.yaml"
+            rules_file.write_text(yaml.safe_dump(rule["spec"]))
+            v = run(["promtool", "check", "rules", str(rules_file)])
+            check(v.returncode == 0, f"{name}: rendered PrometheusRule passes promtool check rules"
+                  + ("" if v.returncode == 0 else f"\n{v.stdout}{v.stderr}"))
+        for monitor in (d for d in docs if d["kind"] == "ServiceMonitor"):
+            relabel = monitor["spec"]["endpoints"][0]["relabelings"][0]
+            check(relabel["targetLabel"] == "job" and relabel["replacement"].startswith("load-shed-api"),
+                  f"{name}: {monitor['metadata']['name']} sets job={relabel['replacement']}")
+        kinds = sorted(d["kind"] for d in docs)
+        print(f"  rendered: {', '.join(kinds)}")
+        startup_check(name, docs, args.binary, workdir)
+
+    print(f"\nchart checks: {passed} passed, {len(failures)} failed")
+    if failures:
+        print("failed:", *failures, sep="\n  ")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
