@@ -1,6 +1,9 @@
 //! `load-shed-api`: loads the configuration (exit 2 on any mistake), then serves its role until
 //! SIGTERM or SIGINT. `load-shed-api check [URL]` probes a running api instead.
 
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::process::ExitCode;
 
 use load_shed_api::settings::Settings;

@@ -80,11 +80,24 @@ pub async fn call(
             // timeout. (awc closes a connection whose body was not read.)
             return Err(UpstreamError::Status(status.as_u16()));
         }
+        let announced = res
+            .headers()
+            .get(awc::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
         let body = res
             .body()
             .limit(req.max_body_bytes)
             .await
             .map_err(from_payload_error)?;
+        // awc reports a connection closed mid-body as a clean end of the body: compare with the
+        // announced length. (A chunked body cut short cannot be told apart this way.)
+        if let Some(announced) = announced.filter(|n| *n != body.len()) {
+            return Err(UpstreamError::Transport(format!(
+                "body cut short: {} of {announced} bytes",
+                body.len()
+            )));
+        }
         Ok(serde_json::from_slice::<UpstreamBody>(&body)
             .ok()
             .and_then(|b| b.ms))

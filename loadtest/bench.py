@@ -1,0 +1,429 @@
+#!/usr/bin/env python3
+"""Benchmark harness: load-shed-api against the physical limit (nginx on the same machine, same run).
+
+Loopback only, bounded (about 4 minutes), release build. Steps, each repeated (median and spread):
+  1. /healthz                     the service's own floor
+  2. /upstream?ms=0               the upstream role directly
+  3. /client?ms=0                 one full hop: admission, breaker, awc, upstream
+  4. shed                         ceilings held full by long requests; a flood that must all be 429
+  5. breaker open                 breaker forced open; a flood that must all be 503
+  6. overload                     upstream 50 ms, max_inflight 50 (capacity 1000/s), 400 clients
+  7. nginx static 200 and nginx proxying to the same upstream as step 3 (when nginx is installed)
+  8. RSS idle, and the peak during step 6
+Steps 1-5 and 7 use `wrk -t1 -c50 -d5s --latency` (the shape of shared/MEASURED.md); the status mix
+comes from the server's own http_requests_total, so wrk keeps its fast path. Step 6 uses
+`hey -o csv`, which records each response's status and latency, to split admitted from shed.
+
+Prints one table, writes JSON to loadtest/out/, appends the run to loadtest/RESULTS.md.
+Usage: cargo build --release && python3 loadtest/bench.py [--reps 3] [--duration 5] [--no-record]
+Needs: apt-get install -y wrk hey nginx-light
+"""
+
+import argparse
+import csv
+import datetime
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BINARY = ROOT / "target/release/load-shed-api"
+OUT = ROOT / "loadtest/out"
+RESULTS = ROOT / "loadtest/RESULTS.md"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url, timeout=5):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def wait_up(url, proc, what):
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{what} exited with {proc.returncode}")
+        try:
+            get(url, timeout=1)
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"{what} did not come up")
+
+
+def wait_port_free(port):
+    """An old process on the port takes 1-2 s to exit; wait rather than race it."""
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.2)
+
+
+class Service:
+    """The release binary in role `all`, with its settings."""
+
+    def __init__(self, env, workdir, name):
+        self.api_port, self.up_port = free_port(), free_port()
+        self.env = {
+            "PATH": os.environ["PATH"],
+            "LOAD_SHED__API__LISTEN": f"127.0.0.1:{self.api_port}",
+            "LOAD_SHED__UPSTREAM__LISTEN": f"127.0.0.1:{self.up_port}",
+            "RUST_LOG": "warn",
+            **env,
+        }
+        self.log = workdir / f"{name}.log"
+        self.proc = subprocess.Popen([str(BINARY)], env=self.env, stdout=open(self.log, "wb"),
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.api = f"http://127.0.0.1:{self.api_port}"
+        self.upstream = f"http://127.0.0.1:{self.up_port}"
+        wait_up(f"{self.api}/healthz", self.proc, "load-shed-api")
+
+    def rss_kib(self):
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def statuses(self, path):
+        """http_requests_total by status for one route, from the service's own metrics."""
+        _, text = get(f"{self.api}/metrics")
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("http_requests_total{") and f'path="{path}"' in line:
+                status = re.search(r'status="(\d+)"', line).group(1)
+                out[status] = out.get(status, 0) + float(line.rsplit(" ", 1)[1])
+        return out
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        wait_port_free(self.api_port)
+
+
+class Nginx:
+    def __init__(self, workdir, upstream_port):
+        self.port = free_port()
+        conf = workdir / "nginx.conf"
+        conf.write_text(f"""
+worker_processes 2;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{self.port};
+    location = /static {{ default_type application/json; return 200 '{{"ok":true}}'; }}
+    location /upstream {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+""")
+        self.proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(workdir), "-g", "daemon off;"],
+                                     stdout=subprocess.DEVNULL, stderr=open(workdir / "nginx.out", "wb"))
+        self.base = f"http://127.0.0.1:{self.port}"
+        wait_up(f"{self.base}/static", self.proc, "nginx")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def to_ms(text):
+    value, unit = float(re.match(r"[\d.]+", text).group()), re.search(r"[a-z]+$", text).group()
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(url, duration, connections=50):
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p50_ms": to_ms(lat["50"]), "p99_ms": to_ms(lat["99"]), "requests": total,
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": errors.group(1) if errors else "", "cmd": " ".join(cmd)}
+
+
+def summarize(runs, key):
+    values = [r[key] for r in runs]
+    return statistics.median(values), min(values), max(values)
+
+
+def step_wrk(name, url, reps, duration, service=None, path=None, expect=None):
+    runs = []
+    for _ in range(reps):
+        before = service.statuses(path) if service else {}
+        r = wrk(url, duration)
+        time.sleep(0.3)
+        after = service.statuses(path) if service else {}
+        r["status"] = {k: int(after.get(k, 0) - before.get(k, 0)) for k in after if after.get(k, 0) - before.get(k, 0) > 0}
+        runs.append(r)
+    med_rps, lo, hi = summarize(runs, "rps")
+    status = {}
+    for r in runs:
+        for k, v in r["status"].items():
+            status[k] = status.get(k, 0) + v
+    if not status:
+        status = {"2xx": sum(r["requests"] - r["non_2xx"] for r in runs),
+                  "non-2xx": sum(r["non_2xx"] for r in runs)}
+        status = {k: v for k, v in status.items() if v}
+    result = {"step": name, "url": url, "rps": med_rps, "rps_min": lo, "rps_max": hi,
+              "p50_ms": summarize(runs, "p50_ms")[0], "p99_ms": summarize(runs, "p99_ms")[0],
+              "status": status, "runs": runs, "cmd": runs[0]["cmd"]}
+    if expect:
+        bad = {k: v for k, v in status.items() if k != expect}
+        result["all_expected"] = not bad
+        if bad:
+            print(f"  WARNING {name}: expected only {expect}, got {status}")
+    print(f"  {name:<28} {med_rps:>10.0f} req/s  p50 {result['p50_ms']:.3f} ms  p99 {result['p99_ms']:.3f} ms  {status}", flush=True)
+    return result
+
+
+def percentile(values, q):
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+def step_overload(service, reps, duration):
+    runs = []
+    for _ in range(reps):
+        cmd = ["hey", "-z", f"{duration}s", "-c", "400", "-o", "csv",
+               f"{service.api}/client?ms=50&timeout_ms=1000&priority=high"]
+        peak = service.rss_kib()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        chunks = []
+        while proc.poll() is None:
+            peak = max(peak, service.rss_kib())
+            time.sleep(0.1)
+        chunks.append(proc.stdout.read())
+        rows = list(csv.DictReader(io.StringIO("".join(chunks))))
+        by_status = {}
+        for row in rows:
+            by_status.setdefault(row["status-code"], []).append(float(row["response-time"]) * 1000)
+        ok = by_status.get("200", [])
+        shed = by_status.get("429", [])
+        runs.append({
+            "goodput": len(ok) / duration,
+            "admitted_p50_ms": percentile(ok, 50), "admitted_p99_ms": percentile(ok, 99),
+            "shed_p50_ms": percentile(shed, 50), "shed_p99_ms": percentile(shed, 99),
+            "status": {k: len(v) for k, v in by_status.items()},
+            "offered_rps": len(rows) / duration, "peak_rss_kib": peak, "cmd": " ".join(cmd),
+        })
+        time.sleep(1.5)  # in-flight requests drain
+    med = {k: statistics.median([r[k] for r in runs if r[k] is not None])
+           for k in ("goodput", "admitted_p50_ms", "admitted_p99_ms", "shed_p50_ms", "shed_p99_ms", "offered_rps")}
+    status = {}
+    for r in runs:
+        for k, v in r["status"].items():
+            status[k] = status.get(k, 0) + v
+    result = {"step": "6 overload (400 clients)", **med, "goodput_min": min(r["goodput"] for r in runs),
+              "goodput_max": max(r["goodput"] for r in runs), "status": status,
+              "peak_rss_kib": max(r["peak_rss_kib"] for r in runs), "runs": runs, "cmd": runs[0]["cmd"]}
+    print(f"  {result['step']:<28} goodput {med['goodput']:.0f}/s (offered {med['offered_rps']:.0f}/s)  admitted p50 "
+          f"{med['admitted_p50_ms']:.1f} p99 {med['admitted_p99_ms']:.1f} ms  shed p99 {med['shed_p99_ms']:.2f} ms  {status}", flush=True)
+    return result
+
+
+def hold_full(service, n, seconds):
+    """Holds n long requests in flight (high priority) so every class's ceiling is reached."""
+    return subprocess.Popen(["hey", "-n", str(n), "-c", str(n), "-t", str(seconds + 10),
+                             f"{service.api}/client?ms={seconds * 1000}&timeout_ms=10000&priority=high"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def machine():
+    model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                  if l.startswith("model name")), "unknown")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    return {"nproc": os.cpu_count(), "cpu": model, "commit": commit + ("-dirty" if dirty else ""),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "kernel": os.uname().release}
+
+
+def verdicts(steps, rss_idle_kib):
+    s = {r["step"]: r for r in steps}
+    out = []
+
+    def target(name, ok, detail):
+        out.append((name, ok, detail))
+
+    static = s.get("7a nginx static 200")
+    proxy = s.get("7b nginx proxy hop")
+    if static:
+        r = s["1 /healthz"]["rps"] / static["rps"]
+        target("/healthz >= 0.60 x nginx static", r >= 0.60, f"{r:.2f}")
+        for key, label in (("4 shed (429)", "shed"), ("5 breaker open (503)", "breaker-open")):
+            r = s[key]["rps"] / static["rps"]
+            p99 = s[key]["p99_ms"]
+            target(f"{label} >= 0.80 x nginx static, p99 <= 2 ms", r >= 0.80 and p99 <= 2.0, f"{r:.2f}, p99 {p99:.2f} ms")
+    if proxy:
+        r = s["3 /client?ms=0 hop"]["rps"] / proxy["rps"]
+        target("/client hop >= 0.50 x nginx proxy hop", r >= 0.50, f"{r:.2f}")
+    o = s["6 overload (400 clients)"]
+    capacity = 1000.0
+    target("overload goodput >= 95% of 1000/s", o["goodput"] >= 0.95 * capacity, f"{o['goodput']:.0f}/s")
+    target("overload admitted p99 <= 60 ms", o["admitted_p99_ms"] <= 60, f"{o['admitted_p99_ms']:.1f} ms")
+    target("overload shed p99 <= 5 ms", o["shed_p99_ms"] <= 5, f"{o['shed_p99_ms']:.2f} ms")
+    bad = sum(v for k, v in o["status"].items() if k in ("502", "503", "504"))
+    target("overload: zero 502/503/504", bad == 0, str(bad))
+    target("RSS idle <= 16 MiB", rss_idle_kib <= 16 * 1024, f"{rss_idle_kib / 1024:.1f} MiB")
+    target("RSS at overload peak <= 48 MiB", o["peak_rss_kib"] <= 48 * 1024, f"{o['peak_rss_kib'] / 1024:.1f} MiB")
+    return out
+
+
+def markdown(info, steps, rss_idle_kib, targets, args):
+    static = next((r for r in steps if r["step"].startswith("7a")), None)
+    proxy = next((r for r in steps if r["step"].startswith("7b")), None)
+    lines = [f"## {info['date']} — commit {info['commit']}", "",
+             f"Machine: {info['nproc']} cores, {info['cpu']}, kernel {info['kernel']}; load tool on the same cores.",
+             f"Command: `python3 loadtest/bench.py --reps {args.reps} --duration {args.duration}` "
+             f"(release build; service workers: {args.workers or 'one per core'}).", "",
+             "| step | req/s (median, min–max) | p50 ms | p99 ms | status mix | vs nginx |",
+             "|---|---|---|---|---|---|"]
+    for r in steps:
+        if r["step"].startswith("6"):
+            continue
+        ref = proxy if r["step"].startswith(("2", "3")) else static
+        ratio = f"{r['rps'] / ref['rps']:.2f} × {'proxy' if ref is proxy else 'static'}" if ref and not r["step"].startswith("7") else ""
+        mix = ", ".join(f"{k}: {v}" for k, v in sorted(r["status"].items()))
+        lines.append(f"| {r['step']} | {r['rps']:.0f} ({r['rps_min']:.0f}–{r['rps_max']:.0f}) | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {mix} | {ratio} |")
+    o = next(r for r in steps if r["step"].startswith("6"))
+    mix = ", ".join(f"{k}: {v}" for k, v in sorted(o["status"].items()))
+    lines += ["", f"Overload (step 6, `{o['cmd']}`, upstream 50 ms, max_inflight 50 → capacity 1000/s): "
+              f"goodput **{o['goodput']:.0f}/s** (min {o['goodput_min']:.0f}, max {o['goodput_max']:.0f}), offered {o['offered_rps']:.0f}/s; "
+              f"admitted p50 {o['admitted_p50_ms']:.1f} ms, p99 **{o['admitted_p99_ms']:.1f} ms**; "
+              f"shed p50 {o['shed_p50_ms']:.2f} ms, p99 **{o['shed_p99_ms']:.2f} ms**; status mix {mix}.",
+              f"RSS: idle **{rss_idle_kib / 1024:.1f} MiB**, peak during overload **{o['peak_rss_kib'] / 1024:.1f} MiB**.", "",
+              "| target | met | measured |", "|---|---|---|"]
+    lines += [f"| {name} | {'yes' if ok else '**no**'} | {detail} |" for name, ok, detail in targets]
+    lines += ["", "Throughput commands: `" + steps[0]["cmd"].rsplit(" ", 1)[0] + " <url>`; URLs: "
+              + "; ".join(f"{r['step']}: `{r['url']}`" for r in steps if "url" in r), ""]
+    return "\n".join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser(description="load-shed-api benchmark harness")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    p.add_argument("--overload-duration", type=int, default=10)
+    p.add_argument("--workers", type=int, default=0, help="api and upstream workers (0 = one per core)")
+    p.add_argument("--no-record", action="store_true", help="do not append to loadtest/RESULTS.md")
+    args = p.parse_args()
+    if not BINARY.exists():
+        sys.exit("build first: cargo build --release")
+    for tool in ("wrk", "hey"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} not found: apt-get install -y wrk hey nginx-light")
+    have_nginx = shutil.which("nginx") is not None
+    if not have_nginx:
+        print("nginx not found (apt-get install -y nginx-light): reference steps skipped")
+
+    workdir = Path(tempfile.mkdtemp(prefix="load-shed-bench-"))
+    OUT.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    workers = {"LOAD_SHED__API__WORKERS": str(args.workers), "LOAD_SHED__UPSTREAM__WORKERS": str(args.workers)}
+    steps = []
+    started = []
+    try:
+        print(f"bench: {info['nproc']} cores, {info['cpu']}, commit {info['commit']}")
+        svc = Service({**workers, "LOAD_SHED__BREAKER__OPEN_SECONDS": "3600"}, workdir, "main")
+        started.append(svc)
+        time.sleep(1)
+        rss_idle = svc.rss_kib()
+        steps.append(step_wrk("1 /healthz", f"{svc.api}/healthz", args.reps, args.duration, svc, "/healthz", "200"))
+        steps.append(step_wrk("2 /upstream?ms=0 direct", f"{svc.upstream}/upstream?ms=0", args.reps, args.duration))
+        steps.append(step_wrk("3 /client?ms=0 hop", f"{svc.api}/client?ms=0", args.reps, args.duration, svc, "/client", "200"))
+
+        holder = hold_full(svc, 50, 3 + args.reps * (args.duration + 1))
+        deadline = time.time() + 10
+        while "admission_inflight 50" not in get(f"{svc.api}/metrics")[1] and time.time() < deadline:
+            time.sleep(0.1)
+        steps.append(step_wrk("4 shed (429)", f"{svc.api}/client?ms=0&priority=low", args.reps, args.duration, svc, "/client", "429"))
+        holder.terminate()
+        holder.wait()
+        deadline = time.time() + 10
+        while "admission_inflight 0" not in get(f"{svc.api}/metrics")[1] and time.time() < deadline:
+            time.sleep(0.1)
+
+        for _ in range(5):
+            get(f"{svc.api}/client?ms=0&fail_rate=1.0")
+        time.sleep(0.2)
+        steps.append(step_wrk("5 breaker open (503)", f"{svc.api}/client?ms=0", args.reps, args.duration, svc, "/client", "503"))
+        svc.stop()
+        started.remove(svc)
+
+        svc = Service({**workers, "LOAD_SHED__UPSTREAM__LATENCY_MS": "50"}, workdir, "overload")
+        started.append(svc)
+        steps.append(step_overload(svc, args.reps, args.overload_duration))
+
+        if have_nginx:
+            nginx = Nginx(workdir, svc.up_port)
+            started.append(nginx)
+            steps.append(step_wrk("7a nginx static 200", f"{nginx.base}/static", args.reps, args.duration))
+            steps.append(step_wrk("7b nginx proxy hop", f"{nginx.base}/upstream?ms=0", args.reps, args.duration))
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+
+    targets = verdicts(steps, rss_idle)
+    print("\ntargets:")
+    for name, ok, detail in targets:
+        print(f"  {'met   ' if ok else 'MISSED'} {name}: {detail}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (OUT / f"bench-{stamp}.json").write_text(json.dumps(
+        {"machine": info, "rss_idle_kib": rss_idle, "steps": steps,
+         "targets": [{"target": n, "met": ok, "measured": d} for n, ok, d in targets]}, indent=2))
+    md = markdown(info, steps, rss_idle, targets, args)
+    print("\n" + md)
+    if not args.no_record:
+        if not RESULTS.exists():
+            RESULTS.write_text("# Benchmark results\n\nAppended by `loadtest/bench.py`, newest last.\n\n")
+        with open(RESULTS, "a") as f:
+            f.write(md + "\n")
+        print(f"appended to {RESULTS.relative_to(ROOT)}; JSON in loadtest/out/bench-{stamp}.json")
+
+
+if __name__ == "__main__":
+    main()
