@@ -1,6 +1,11 @@
-//! `AdmissionActor` owns the [`Admission`] count and is its only writer. It publishes the count in
-//! an atomic so handlers shed at once, without a message, when their class is already full;
+//! `AdmissionActor` owns the [`Admission`] count and decides every admission. Beside it, an atomic
+//! in-flight count lets handlers shed at once, without a message, when their class is already full;
 //! requests that may fit ask the actor, which decides exactly.
+//!
+//! The atomic goes up when the actor admits and down the moment a [`Permit`] is dropped, before its
+//! `Release` message is even sent, so a client whose previous request just ended is never shed by
+//! its own stale slot. The actor's exact count catches up in order: the mailbox is one FIFO queue,
+//! and a `Release` sent before a response is queued before any `Acquire` that response causes.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -30,16 +35,16 @@ pub struct Release {
 
 pub struct AdmissionActor {
     machine: Admission,
-    /// The published in-flight count, read by handlers for the fast shed.
+    /// Admitted permits not yet dropped: read by handlers for the fast shed.
     inflight: Arc<AtomicU32>,
     metrics: Metrics,
 }
 
 impl AdmissionActor {
     fn publish(&self) {
-        let n = self.machine.inflight();
-        self.inflight.store(n, Ordering::Release);
-        self.metrics.admission_inflight.set(i64::from(n));
+        self.metrics
+            .admission_inflight
+            .set(i64::from(self.machine.inflight()));
     }
 }
 
@@ -64,11 +69,13 @@ impl Handler<Acquire> for AdmissionActor {
 
     fn handle(&mut self, msg: Acquire, ctx: &mut Self::Context) -> Self::Result {
         let token = self.machine.try_acquire(msg.priority)?;
+        self.inflight.fetch_add(1, Ordering::AcqRel);
         self.publish();
         // Built here, with its own address: if the asker is gone, dropping the Permit releases it.
         Ok(Permit {
             token: Some(token),
             addr: ctx.address(),
+            inflight: self.inflight.clone(),
         })
     }
 }
@@ -87,6 +94,8 @@ impl Handler<Release> for AdmissionActor {
 pub struct Permit {
     token: Option<PermitToken>,
     addr: Addr<AdmissionActor>,
+    /// The handlers' in-flight count, decremented at once on drop.
+    inflight: Arc<AtomicU32>,
 }
 
 impl Permit {
@@ -98,6 +107,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
+            self.inflight.fetch_sub(1, Ordering::AcqRel);
             self.addr.do_send(Release { token });
         }
     }
@@ -141,7 +151,7 @@ impl AdmissionHandle {
         }
     }
 
-    /// Admitted requests in flight now, as last published.
+    /// Admitted requests whose permit is not yet dropped.
     pub fn inflight(&self) -> u32 {
         self.inflight.load(Ordering::Acquire)
     }
