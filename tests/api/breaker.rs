@@ -20,14 +20,24 @@ async fn the_seed_walkthrough_baseline_trip_and_recovery_moves_the_gauge_0_1_0()
     }
     assert_eq!(state(&app).await, 0.0);
 
-    // Trip: five failures open it; the rest fail fast.
-    let mut statuses = Vec::new();
-    for _ in 0..12 {
-        statuses.push(app.get("/client?ms=1&fail_rate=1.0").await.status);
+    // Trip: four failures leave it closed, the fifth opens it, then calls fail fast.
+    for _ in 0..4 {
+        assert_eq!(app.get("/client?ms=1&fail_rate=1.0").await.status, 502);
     }
-    assert_eq!(&statuses[..5], &[502; 5]);
-    assert!(statuses[5..].iter().all(|s| *s == 503), "{statuses:?}");
-    assert_eq!(state(&app).await, 1.0);
+    // Verdicts reach the actor just after the answer: give them a moment before reading.
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(state(&app).await, 0.0);
+    assert_eq!(app.get("/client?ms=1&fail_rate=1.0").await.status, 502);
+    app.wait_for("circuit_breaker_state", &[], 1.0, Duration::from_secs(1))
+        .await;
+    for _ in 0..7 {
+        assert_eq!(app.get("/client?ms=1&fail_rate=1.0").await.status, 503);
+    }
+    assert_eq!(
+        app.metric("upstream_requests_total", &[("result", "error")])
+            .await,
+        Some(5.0)
+    );
     assert_eq!(
         app.metric("upstream_requests_total", &[("result", "breaker_open")])
             .await,
@@ -61,11 +71,15 @@ async fn a_failed_probe_opens_the_breaker_again() {
     ])
     .await;
     assert_eq!(app.get("/client?ms=0&fail_rate=1").await.status, 502);
-    assert_eq!(state(&app).await, 1.0);
+    // Verdicts reach the actor just after the answer.
+    app.wait_for("circuit_breaker_state", &[], 1.0, Duration::from_secs(1))
+        .await;
     app.wait_for("circuit_breaker_state", &[], 2.0, Duration::from_secs(3))
         .await;
     assert_eq!(app.get("/client?ms=0&fail_rate=1").await.status, 502);
-    assert_eq!(state(&app).await, 1.0);
+    // Verdicts reach the actor just after the answer.
+    app.wait_for("circuit_breaker_state", &[], 1.0, Duration::from_secs(1))
+        .await;
     assert_eq!(
         app.metric("circuit_breaker_transitions_total", &[("to", "open")])
             .await,
