@@ -138,10 +138,16 @@ impl AdmissionHandle {
         }
     }
 
-    /// Admits or sheds one request. A class already full by the published count is shed at once;
+    /// Whether a request of this class fits under its ceiling by the current in-flight count: the
+    /// decision without taking a slot, for requests that will not run (see `api::client`).
+    pub fn has_room(&self, priority: Priority) -> bool {
+        self.inflight.load(Ordering::Acquire) < self.limits.ceiling(priority)
+    }
+
+    /// Admits or sheds one request. A class already full by the in-flight count is shed at once;
     /// otherwise the actor decides.
     pub async fn acquire(&self, priority: Priority) -> Result<Permit, Shed> {
-        if self.inflight.load(Ordering::Acquire) >= self.limits.ceiling(priority) {
+        if !self.has_room(priority) {
             return Err(Shed);
         }
         match self.addr.send(Acquire { priority }).await {

@@ -1,6 +1,6 @@
 //! `GET /client`: validate → admit → breaker → upstream call with timeout, in that order.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -29,19 +29,22 @@ async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome
         Ok(p) => p,
         Err(bad) => return Outcome::Invalid(bad),
     };
+    // While the breaker is open, admission is decided without taking a slot: the call will not
+    // run, and a slot held for no time changes nothing. This keeps the actor's mailbox off the
+    // fail-fast path. The order of checks (admission, then breaker) is the same.
+    if let Some(retry_after) = state.breaker.refusing() {
+        if let Err(shed) = state.admit_without_slot("/client", params.priority) {
+            return shed;
+        }
+        return breaker_open(state, retry_after);
+    }
     let permit = match state.admit("/client", params.priority).await {
         Ok(permit) => permit,
         Err(shed) => return shed,
     };
     let pass = match state.breaker.allow().await {
         Ok(pass) => pass,
-        Err(rejected) => {
-            let outcome = Outcome::BreakerOpen {
-                retry_after: rejected.retry_after,
-            };
-            state.record_upstream(&outcome, None);
-            return outcome;
-        }
+        Err(rejected) => return breaker_open(state, rejected.retry_after),
     };
 
     let started = Instant::now();
@@ -76,5 +79,11 @@ async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome
     };
     state.record_upstream(&outcome, Some(elapsed));
     drop(permit);
+    outcome
+}
+
+fn breaker_open(state: &ApiState, retry_after: Duration) -> Outcome {
+    let outcome = Outcome::BreakerOpen { retry_after };
+    state.record_upstream(&outcome, None);
     outcome
 }

@@ -37,12 +37,27 @@ impl ApiState {
     /// Admits or sheds, and counts the decision.
     async fn admit(&self, path: &'static str, priority: Priority) -> Result<Permit, Outcome> {
         let decision = self.admission.acquire(priority).await;
-        let label = if decision.is_ok() { "admitted" } else { "shed" };
+        self.count_admission(path, priority, decision.is_ok());
+        decision.map_err(|_| Outcome::Shed { priority })
+    }
+
+    /// Decides admission without taking a slot, for a request that will not run; counts it.
+    fn admit_without_slot(&self, path: &'static str, priority: Priority) -> Result<(), Outcome> {
+        let admitted = self.admission.has_room(priority);
+        self.count_admission(path, priority, admitted);
+        if admitted {
+            Ok(())
+        } else {
+            Err(Outcome::Shed { priority })
+        }
+    }
+
+    fn count_admission(&self, path: &'static str, priority: Priority, admitted: bool) {
+        let label = if admitted { "admitted" } else { "shed" };
         self.metrics
             .admission_requests
             .with_label_values(&[path, priority.as_str(), label])
             .inc();
-        decision.map_err(|_| Outcome::Shed { priority })
     }
 
     /// Counts a `/client` that reached the breaker; `elapsed` is the upstream call's duration.

@@ -165,6 +165,14 @@ impl BreakerHandle {
         Self { addr, gate }
     }
 
+    /// If the published gate says Open, the time until the next probe: a call now would be refused.
+    pub fn refusing(&self) -> Option<Duration> {
+        match self.gate.view(Instant::now()) {
+            GateView::Open { retry_after } => Some(retry_after),
+            _ => None,
+        }
+    }
+
     /// Lets a call through or refuses it. Closed and Open are decided from the gate; HalfOpen asks
     /// the actor.
     pub async fn allow(&self) -> Result<Pass, Rejected> {

@@ -225,3 +225,36 @@ async fn unknown_paths_and_methods_get_json_errors() {
     assert_eq!(r.status, 405);
     assert_eq!(r.json["error"], "method not allowed");
 }
+
+#[actix_web::test]
+async fn admission_is_decided_before_the_breaker_even_while_it_is_open() {
+    let app = spawn_app(&[
+        ("LOAD_SHED__BREAKER__FAILURE_THRESHOLD", "1"),
+        ("LOAD_SHED__ADMISSION__MAX_INFLIGHT", "3"),
+        ("LOAD_SHED__ADMISSION__NORMAL_MAX_INFLIGHT", "2"),
+        ("LOAD_SHED__ADMISSION__LOW_MAX_INFLIGHT", "1"),
+    ])
+    .await;
+    assert_eq!(app.get("/client?ms=0&fail_rate=1").await.status, 502);
+    app.wait_for("circuit_breaker_state", &[], 1.0, Duration::from_secs(1))
+        .await;
+    // A CPU burn holds the only low-priority slot.
+    let burn = crate::helpers::send_and_leave_open(app.api, "POST", "/work?ms=800&priority=low");
+    app.wait_for("admission_inflight", &[], 1.0, Duration::from_secs(2))
+        .await;
+    let r = app.get("/client?ms=0&priority=low").await;
+    assert_eq!(r.status, 429, "admission answers first: {:?}", r.json);
+    let r = app.get("/client?ms=0&priority=high").await;
+    assert_eq!(r.status, 503, "{:?}", r.json);
+    let text = app.metrics().await;
+    let count = |p: &str, d: &str| {
+        crate::helpers::series_value(
+            &text,
+            "admission_requests_total",
+            &[("path", "/client"), ("priority", p), ("decision", d)],
+        )
+    };
+    assert_eq!(count("low", "shed"), Some(1.0));
+    assert_eq!(count("high", "admitted"), Some(1.0));
+    drop(burn);
+}
