@@ -35,6 +35,8 @@ pub struct Metrics {
     pub admission_requests: IntCounterVec,
     pub admission_inflight: IntGauge,
     pub admission_limit: IntGaugeVec,
+    /// Permits given back, by priority: admitted = released + in flight, always.
+    pub admission_released: IntCounterVec,
     /// `http_requests_total{status="499"}`. actix-web-prom records a request when its response body
     /// is dropped, so a request whose client went away first is never seen there; this counter adds
     /// those to the same family (see [`ClientClosedCollector`]).
@@ -86,6 +88,13 @@ impl Metrics {
         )?;
         let admission_inflight =
             IntGauge::new("admission_inflight", "Admitted requests now in flight")?;
+        let admission_released = IntCounterVec::new(
+            Opts::new(
+                "admission_released_total",
+                "Admission permits given back (request finished, failed, timed out or abandoned), by priority",
+            ),
+            &["priority"],
+        )?;
         let admission_limit = IntGaugeVec::new(
             Opts::new(
                 "admission_limit",
@@ -105,6 +114,7 @@ impl Metrics {
         registry.register(Box::new(admission_requests.clone()))?;
         registry.register(Box::new(admission_inflight.clone()))?;
         registry.register(Box::new(admission_limit.clone()))?;
+        registry.register(Box::new(admission_released.clone()))?;
         registry.register(Box::new(ClientClosedCollector(client_closed.clone())))?;
 
         // Series exist from the first scrape, so dashboards and rate() see zeros, not gaps.
@@ -113,6 +123,9 @@ impl Metrics {
         }
         for to in ["open", "half_open", "closed"] {
             breaker_transitions.with_label_values(&[to]);
+        }
+        for p in Priority::ALL {
+            admission_released.with_label_values(&[p.as_str()]);
         }
         for path in ["/client", "/work"] {
             for p in Priority::ALL {
@@ -144,6 +157,7 @@ impl Metrics {
                 admission_requests,
                 admission_inflight,
                 admission_limit,
+                admission_released,
                 client_closed,
             },
             http,

@@ -48,6 +48,7 @@ pub struct Settings {
     pub timeouts: TimeoutSettings,
     pub breaker: BreakerSettings,
     pub admission: AdmissionSettings,
+    pub server: ServerSettings,
     pub shutdown: ShutdownSettings,
 }
 
@@ -61,6 +62,7 @@ struct RawSettings {
     timeouts: TimeoutSettings,
     breaker: BreakerSettings,
     admission: AdmissionSettings,
+    server: ServerSettings,
     shutdown: ShutdownSettings,
 }
 
@@ -151,6 +153,22 @@ impl AdmissionSettings {
             normal: self.normal_max_inflight,
             low: self.low_max_inflight,
         }
+    }
+}
+
+/// Connection limits of both listeners, against slow, idle and too many clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub client_request_timeout_ms: u64,
+    pub keep_alive_seconds: u64,
+    /// Per worker thread.
+    pub max_connections: u64,
+}
+
+impl ServerSettings {
+    pub fn client_request_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_request_timeout_ms)
     }
 }
 
@@ -447,6 +465,15 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         0,
         3600,
     )?;
+    let srv = &raw.server;
+    in_range(
+        "server.client_request_timeout_ms",
+        srv.client_request_timeout_ms,
+        100,
+        600_000,
+    )?;
+    in_range("server.keep_alive_seconds", srv.keep_alive_seconds, 0, 3600)?;
+    in_range("server.max_connections", srv.max_connections, 1, 1_000_000)?;
 
     Ok(Settings {
         role,
@@ -465,6 +492,7 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         timeouts: raw.timeouts,
         breaker: raw.breaker,
         admission: raw.admission,
+        server: raw.server,
         shutdown: raw.shutdown,
     })
 }
@@ -527,6 +555,9 @@ mod tests {
             ("LOAD_SHED__ADMISSION__NORMAL_MAX_INFLIGHT", "8"),
             ("LOAD_SHED__ADMISSION__LOW_MAX_INFLIGHT", "5"),
             ("LOAD_SHED__SHUTDOWN__GRACE_SECONDS", "0"),
+            ("LOAD_SHED__SERVER__CLIENT_REQUEST_TIMEOUT_MS", "1500"),
+            ("LOAD_SHED__SERVER__KEEP_ALIVE_SECONDS", "0"),
+            ("LOAD_SHED__SERVER__MAX_CONNECTIONS", "100"),
             ("UNRELATED", "ignored"),
         ])
         .unwrap();
@@ -553,6 +584,9 @@ mod tests {
             }
         );
         assert_eq!(s.shutdown.grace_seconds, 0);
+        assert_eq!(s.server.client_request_timeout_ms, 1500);
+        assert_eq!(s.server.keep_alive_seconds, 0);
+        assert_eq!(s.server.max_connections, 100);
     }
 
     #[test]
@@ -621,6 +655,16 @@ mod tests {
                 "LOAD_SHED__ADMISSION__NORMAL_MAX_INFLIGHT",
                 "50",
                 "admission.normal_max_inflight",
+            ),
+            (
+                "LOAD_SHED__SERVER__CLIENT_REQUEST_TIMEOUT_MS",
+                "10",
+                "server.client_request_timeout_ms",
+            ),
+            (
+                "LOAD_SHED__SERVER__MAX_CONNECTIONS",
+                "0",
+                "server.max_connections",
             ),
         ];
         for (var, value, key) in cases {

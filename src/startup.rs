@@ -4,8 +4,10 @@
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::KeepAlive;
 use actix_web::{web, App, HttpServer};
 
 use crate::admission::AdmissionHandle;
@@ -42,6 +44,11 @@ impl Application {
         let (metrics, http_metrics) = Metrics::new().map_err(io::Error::other)?;
         let readiness = Readiness::default();
         let grace = settings.shutdown.grace_seconds;
+        let srv = &settings.server;
+        let keep_alive = match srv.keep_alive_seconds {
+            0 => KeepAlive::Disabled,
+            secs => KeepAlive::Timeout(Duration::from_secs(secs)),
+        };
 
         let upstream = if settings.role.serves_upstream() {
             let listener = TcpListener::bind(settings.upstream.listen)?;
@@ -64,7 +71,10 @@ impl Application {
             })
             .disable_signals()
             .shutdown_timeout(grace)
-            .h1_allow_half_closed(false);
+            .h1_allow_half_closed(false)
+            .client_request_timeout(srv.client_request_timeout())
+            .keep_alive(keep_alive)
+            .max_connections(srv.max_connections as usize);
             if settings.upstream.workers > 0 {
                 server = server.workers(settings.upstream.workers);
             }
@@ -111,7 +121,10 @@ impl Application {
             })
             .disable_signals()
             .shutdown_timeout(grace)
-            .h1_allow_half_closed(false);
+            .h1_allow_half_closed(false)
+            .client_request_timeout(srv.client_request_timeout())
+            .keep_alive(keep_alive)
+            .max_connections(srv.max_connections as usize);
             if settings.api.workers > 0 {
                 server = server.workers(settings.api.workers);
             }

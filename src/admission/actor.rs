@@ -19,11 +19,12 @@ use crate::metrics::Metrics;
 /// never waits, so giving a slot back can neither block nor be lost.
 const MAILBOX_CAPACITY: usize = 1024;
 
-/// Asks for a slot of one class.
+/// Asks for a slot of one class, for a request to `path` (the decision is counted by path).
 #[derive(Message)]
 #[rtype(result = "Result<Permit, Shed>")]
 pub struct Acquire {
     pub priority: Priority,
+    pub path: &'static str,
 }
 
 /// Gives one slot back.
@@ -68,7 +69,11 @@ impl Handler<Acquire> for AdmissionActor {
     type Result = Result<Permit, Shed>;
 
     fn handle(&mut self, msg: Acquire, ctx: &mut Self::Context) -> Self::Result {
-        let token = self.machine.try_acquire(msg.priority)?;
+        // Counted here, where the decision is made: a permit granted to an asker that has just
+        // gone is still an admission (and its release is counted when the Permit drops).
+        let decision = self.machine.try_acquire(msg.priority);
+        count_decision(&self.metrics, msg.path, msg.priority, decision.is_ok());
+        let token = decision?;
         self.inflight.fetch_add(1, Ordering::AcqRel);
         self.publish();
         // Built here, with its own address: if the asker is gone, dropping the Permit releases it.
@@ -84,6 +89,10 @@ impl Handler<Release> for AdmissionActor {
     type Result = ();
 
     fn handle(&mut self, msg: Release, _: &mut Self::Context) {
+        self.metrics
+            .admission_released
+            .with_label_values(&[msg.token.priority().as_str()])
+            .inc();
         self.machine.release(msg.token);
         self.publish();
     }
@@ -113,12 +122,22 @@ impl Drop for Permit {
     }
 }
 
+/// Counts one admission decision in `admission_requests_total`.
+fn count_decision(metrics: &Metrics, path: &str, priority: Priority, admitted: bool) {
+    let decision = if admitted { "admitted" } else { "shed" };
+    metrics
+        .admission_requests
+        .with_label_values(&[path, priority.as_str(), decision])
+        .inc();
+}
+
 /// What a route holds: the actor's address, its published count and the ceilings.
 #[derive(Clone)]
 pub struct AdmissionHandle {
     addr: Addr<AdmissionActor>,
     inflight: Arc<AtomicU32>,
     limits: Limits,
+    metrics: Metrics,
 }
 
 impl AdmissionHandle {
@@ -128,32 +147,47 @@ impl AdmissionHandle {
         let addr = AdmissionActor {
             machine: Admission::new(limits),
             inflight: inflight.clone(),
-            metrics,
+            metrics: metrics.clone(),
         }
         .start();
         Self {
             addr,
             inflight,
             limits,
+            metrics,
         }
     }
 
-    /// Whether a request of this class fits under its ceiling by the current in-flight count: the
-    /// decision without taking a slot, for requests that will not run (see `api::client`).
-    pub fn has_room(&self, priority: Priority) -> bool {
+    fn has_room(&self, priority: Priority) -> bool {
         self.inflight.load(Ordering::Acquire) < self.limits.ceiling(priority)
     }
 
-    /// Admits or sheds one request. A class already full by the in-flight count is shed at once;
-    /// otherwise the actor decides.
-    pub async fn acquire(&self, priority: Priority) -> Result<Permit, Shed> {
+    /// Decides admission by the current in-flight count without taking a slot, for a request that
+    /// will not run (see `api::client`); counts the decision.
+    pub fn admit_without_slot(&self, path: &'static str, priority: Priority) -> Result<(), Shed> {
+        let admitted = self.has_room(priority);
+        count_decision(&self.metrics, path, priority, admitted);
+        if admitted {
+            Ok(())
+        } else {
+            Err(Shed)
+        }
+    }
+
+    /// Admits or sheds one request to `path`. A class already full by the in-flight count is shed
+    /// at once; otherwise the actor decides. Every decision is counted once, where it is made.
+    pub async fn acquire(&self, path: &'static str, priority: Priority) -> Result<Permit, Shed> {
         if !self.has_room(priority) {
+            count_decision(&self.metrics, path, priority, false);
             return Err(Shed);
         }
-        match self.addr.send(Acquire { priority }).await {
+        match self.addr.send(Acquire { priority, path }).await {
             Ok(decision) => decision,
             // The actor is gone (shutting down): shed rather than run unaccounted.
-            Err(_) => Err(Shed),
+            Err(_) => {
+                count_decision(&self.metrics, path, priority, false);
+                Err(Shed)
+            }
         }
     }
 

@@ -34,30 +34,19 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// Admits or sheds, and counts the decision.
+    /// Admits or sheds (the decision is counted by the admission layer).
     async fn admit(&self, path: &'static str, priority: Priority) -> Result<Permit, Outcome> {
-        let decision = self.admission.acquire(priority).await;
-        self.count_admission(path, priority, decision.is_ok());
-        decision.map_err(|_| Outcome::Shed { priority })
+        self.admission
+            .acquire(path, priority)
+            .await
+            .map_err(|_| Outcome::Shed { priority })
     }
 
-    /// Decides admission without taking a slot, for a request that will not run; counts it.
+    /// Decides admission without taking a slot, for a request that will not run.
     fn admit_without_slot(&self, path: &'static str, priority: Priority) -> Result<(), Outcome> {
-        let admitted = self.admission.has_room(priority);
-        self.count_admission(path, priority, admitted);
-        if admitted {
-            Ok(())
-        } else {
-            Err(Outcome::Shed { priority })
-        }
-    }
-
-    fn count_admission(&self, path: &'static str, priority: Priority, admitted: bool) {
-        let label = if admitted { "admitted" } else { "shed" };
-        self.metrics
-            .admission_requests
-            .with_label_values(&[path, priority.as_str(), label])
-            .inc();
+        self.admission
+            .admit_without_slot(path, priority)
+            .map_err(|_| Outcome::Shed { priority })
     }
 
     /// Counts a `/client` that reached the breaker; `elapsed` is the upstream call's duration.

@@ -56,5 +56,6 @@ async fn an_abandoned_probe_frees_its_slot_for_the_next_caller() {
         .await;
     // The slot is free again: the next caller probes and closes the breaker.
     assert_eq!(app.get("/client?ms=0").await.status, 200);
-    assert_eq!(app.metric("circuit_breaker_state", &[]).await, Some(0.0));
+    app.wait_for("circuit_breaker_state", &[], 0.0, Duration::from_secs(1))
+        .await;
 }

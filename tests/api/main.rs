@@ -3,6 +3,7 @@ mod admission;
 mod binary;
 mod breaker;
 mod client;
+mod clients;
 mod faults;
 mod helpers;
 mod metrics;

@@ -73,7 +73,16 @@ LOAD_SHED__ADMISSION__MAX_INFLIGHT: {{ int64 $c.admission.maxInflight | quote }}
 LOAD_SHED__ADMISSION__NORMAL_MAX_INFLIGHT: {{ int64 $c.admission.normalMaxInflight | quote }}
 LOAD_SHED__ADMISSION__LOW_MAX_INFLIGHT: {{ int64 $c.admission.lowMaxInflight | quote }}
 LOAD_SHED__SHUTDOWN__GRACE_SECONDS: {{ int64 $c.shutdown.graceSeconds | quote }}
+{{ include "load-shed-api.serverEnv" . }}
 RUST_LOG: {{ .Values.logLevel | quote }}
+{{- end }}
+
+{{/* Connection limits, the same for both containers. */}}
+{{- define "load-shed-api.serverEnv" -}}
+{{- $s := .Values.config.server -}}
+LOAD_SHED__SERVER__CLIENT_REQUEST_TIMEOUT_MS: {{ int64 $s.clientRequestTimeoutMs | quote }}
+LOAD_SHED__SERVER__KEEP_ALIVE_SECONDS: {{ int64 $s.keepAliveSeconds | quote }}
+LOAD_SHED__SERVER__MAX_CONNECTIONS: {{ int64 $s.maxConnections | quote }}
 {{- end }}
 
 {{/* Environment of the upstream container. */}}
@@ -85,6 +94,7 @@ LOAD_SHED__UPSTREAM__LATENCY_MS: {{ int64 $c.upstream.latencyMs | quote }}
 LOAD_SHED__UPSTREAM__FAIL_RATE: {{ $c.upstream.failRate | toString | quote }}
 LOAD_SHED__UPSTREAM__WORKERS: {{ int64 $c.upstream.workers | quote }}
 LOAD_SHED__SHUTDOWN__GRACE_SECONDS: {{ int64 $c.shutdown.graceSeconds | quote }}
+{{ include "load-shed-api.serverEnv" . }}
 RUST_LOG: {{ .Values.logLevel | quote }}
 {{- end }}
 
