@@ -163,15 +163,19 @@ impl AdmissionHandle {
     }
 
     /// Decides admission by the current in-flight count without taking a slot, for a request that
-    /// will not run (see `api::client`); counts the decision.
+    /// will not run (see `api::client`); counts the decision. An admission here is a permit held
+    /// for no time, so it is counted as released at once: admitted = released + in flight holds.
     pub fn admit_without_slot(&self, path: &'static str, priority: Priority) -> Result<(), Shed> {
         let admitted = self.has_room(priority);
         count_decision(&self.metrics, path, priority, admitted);
-        if admitted {
-            Ok(())
-        } else {
-            Err(Shed)
+        if !admitted {
+            return Err(Shed);
         }
+        self.metrics
+            .admission_released
+            .with_label_values(&[priority.as_str()])
+            .inc();
+        Ok(())
     }
 
     /// Admits or sheds one request to `path`. A class already full by the in-flight count is shed

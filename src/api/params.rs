@@ -375,3 +375,109 @@ mod tests {
         );
     }
 }
+
+/// Property tests: arbitrary input never panics, and what parses is within the contract's ranges.
+/// Each property runs 5000 cases per `cargo test` (PROPTEST_CASES overrides).
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod properties {
+    use super::*;
+    use actix_web::http::header::{HeaderName, HeaderValue};
+    use proptest::prelude::*;
+
+    const DEFAULTS: ClientDefaults = ClientDefaults {
+        timeout: Duration::from_millis(200),
+    };
+
+    /// Values near every boundary and every trick a number parser meets.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            "-?[0-9]{1,25}",
+            "-?[0-9]{0,5}\\.[0-9]{0,5}",
+            "[0-9]e[+-]?[0-9]{1,3}",
+            prop::sample::select(vec![
+                "nan", "NaN", "inf", "-inf", "infinity", "+1", "-0", "0x10", "1_000", "high",
+                "normal", "low", "HIGH", " low", "%00", "%ff", "%", "%%", "+", "&", "=",
+            ])
+            .prop_map(str::to_string),
+            any::<String>(),
+        ]
+    }
+
+    fn query() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            prop::sample::select(vec!["ms", "fail_rate", "timeout_ms", "priority", "MS", ""])
+                .prop_map(str::to_string),
+            "[a-z_]{1,12}",
+            any::<String>(),
+        ];
+        prop::collection::vec((key, value()), 0..6).prop_map(|pairs| {
+            pairs
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("&")
+        })
+    }
+
+    fn header_bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            value().prop_map(String::into_bytes),
+            prop::collection::vec(any::<u8>(), 0..40),
+        ]
+    }
+
+    fn headers(priority: Option<Vec<u8>>, budget: Option<Vec<u8>>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, bytes) in [(PRIORITY_HEADER, priority), (BUDGET_HEADER, budget)] {
+            // Bytes that cannot be a header value never reach the handler (actix rejects them).
+            if let Some(v) = bytes.and_then(|b| HeaderValue::from_bytes(&b).ok()) {
+                h.insert(HeaderName::from_static(name), v);
+            }
+        }
+        h
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 5000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn client_parameters_never_panic_and_stay_in_range(
+            q in query(),
+            priority in proptest::option::of(header_bytes()),
+            budget in proptest::option::of(header_bytes()),
+        ) {
+            match ClientParams::parse(&q, &headers(priority, budget), DEFAULTS) {
+                Ok(p) => {
+                    prop_assert!(p.ms.is_none_or(|ms| ms <= 5000));
+                    prop_assert!(p.fail_rate.is_none_or(|r| r.is_finite() && (0.0..=1.0).contains(&r)));
+                    prop_assert!(p.timeout <= Duration::from_millis(10_000));
+                    prop_assert_eq!(p.full_timeout, p.timeout >= DEFAULTS.timeout);
+                }
+                Err(bad) => {
+                    prop_assert!(!bad.error.is_empty());
+                    prop_assert!(bad.param.chars().count() <= MAX_ECHOED_NAME + 1);
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_query_strings_never_panic(q in any::<String>()) {
+            let _ = ClientParams::parse(&q, &HeaderMap::new(), DEFAULTS);
+            let _ = WorkParams::parse(&q, &HeaderMap::new());
+            let _ = upstream_params(&q, 50, 0.0);
+        }
+
+        #[test]
+        fn work_and_upstream_parameters_stay_in_range(q in query()) {
+            if let Ok(p) = WorkParams::parse(&q, &HeaderMap::new()) {
+                prop_assert!((1..=2000).contains(&p.ms));
+            }
+            if let Ok((ms, rate)) = upstream_params(&q, 50, 0.0) {
+                prop_assert!(ms <= 5000);
+                prop_assert!(rate.is_finite() && (0.0..=1.0).contains(&rate));
+            }
+        }
+    }
+}

@@ -256,5 +256,10 @@ async fn admission_is_decided_before_the_breaker_even_while_it_is_open() {
     };
     assert_eq!(count("low", "shed"), Some(1.0));
     assert_eq!(count("high", "admitted"), Some(1.0));
+    // Admitted while the breaker was open: a permit held for no time, released at once.
+    assert_eq!(
+        crate::helpers::series_value(&text, "admission_released_total", &[("priority", "high")]),
+        Some(1.0)
+    );
     drop(burn);
 }
