@@ -10,7 +10,7 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
 use serde::Deserialize;
 
-use crate::admission::{Limits, Priority};
+use crate::admission::Limits;
 use crate::breaker::BreakerConfig;
 
 /// The defaults, compiled in: the very file users read, so the two cannot disagree.
@@ -495,13 +495,6 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         server: raw.server,
         shutdown: raw.shutdown,
     })
-}
-
-impl Settings {
-    /// The in-flight ceiling of one class, as configured.
-    pub fn ceiling(&self, priority: Priority) -> u32 {
-        self.admission.limits().ceiling(priority)
-    }
 }
 
 #[cfg(test)]

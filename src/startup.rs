@@ -34,7 +34,6 @@ pub struct Application {
     api: Option<Bound>,
     upstream: Option<Bound>,
     readiness: Readiness,
-    metrics: Metrics,
 }
 
 impl Application {
@@ -140,7 +139,6 @@ impl Application {
             api,
             upstream,
             readiness,
-            metrics,
         })
     }
 
@@ -150,14 +148,6 @@ impl Application {
 
     pub fn upstream_addr(&self) -> Option<SocketAddr> {
         self.upstream.as_ref().map(|b| b.addr)
-    }
-
-    pub fn readiness(&self) -> Readiness {
-        self.readiness.clone()
-    }
-
-    pub fn metrics(&self) -> Metrics {
-        self.metrics.clone()
     }
 
     /// Serves until `shutdown` completes, then drains: readiness off, the api stops accepting and

@@ -107,12 +107,6 @@ pub struct Permit {
     inflight: Arc<AtomicU32>,
 }
 
-impl Permit {
-    pub fn priority(&self) -> Option<Priority> {
-        self.token.as_ref().map(PermitToken::priority)
-    }
-}
-
 impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
@@ -193,10 +187,5 @@ impl AdmissionHandle {
                 Err(Shed)
             }
         }
-    }
-
-    /// Admitted requests whose permit is not yet dropped.
-    pub fn inflight(&self) -> u32 {
-        self.inflight.load(Ordering::Acquire)
     }
 }

@@ -129,10 +129,6 @@ impl Pass {
         }
     }
 
-    pub fn is_probe(&self) -> bool {
-        self.ticket.as_ref().is_some_and(Ticket::is_probe)
-    }
-
     pub fn finish(mut self, verdict: Verdict) {
         if let Some(ticket) = self.ticket.take() {
             self.addr.do_send(Record { ticket, verdict });

@@ -68,14 +68,7 @@ async fn each_priority_is_shed_at_its_own_ceiling_and_the_counts_reconcile() {
 
     // offered = admitted + shed, per class.
     let text = app.metrics().await;
-    let count = |p: &str, d: &str| {
-        crate::helpers::series_value(
-            &text,
-            "admission_requests_total",
-            &[("path", "/client"), ("priority", p), ("decision", d)],
-        )
-        .unwrap()
-    };
+    let count = |p: &str, d: &str| crate::helpers::client_decisions(&text, p, d).unwrap();
     for (priority, offered, admitted) in
         [("low", 4.0, 2.0), ("normal", 2.0, 1.0), ("high", 2.0, 1.0)]
     {

@@ -247,13 +247,7 @@ async fn admission_is_decided_before_the_breaker_even_while_it_is_open() {
     let r = app.get("/client?ms=0&priority=high").await;
     assert_eq!(r.status, 503, "{:?}", r.json);
     let text = app.metrics().await;
-    let count = |p: &str, d: &str| {
-        crate::helpers::series_value(
-            &text,
-            "admission_requests_total",
-            &[("path", "/client"), ("priority", p), ("decision", d)],
-        )
-    };
+    let count = |p: &str, d: &str| crate::helpers::client_decisions(&text, p, d);
     assert_eq!(count("low", "shed"), Some(1.0));
     assert_eq!(count("high", "admitted"), Some(1.0));
     // Admitted while the breaker was open: a permit held for no time, released at once.

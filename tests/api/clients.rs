@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::rt::task::spawn_blocking;
 
-use crate::helpers::{series_value, spawn_app};
+use crate::helpers::{client_decisions, series_value, spawn_app};
 
 fn connect_many(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     (0..n).map(|_| TcpStream::connect(addr).unwrap()).collect()
@@ -133,16 +133,7 @@ async fn clients_vanishing_at_random_under_load_leak_no_permit() {
         .await;
     let text = app.metrics().await;
     for p in ["high", "normal", "low"] {
-        let admitted = series_value(
-            &text,
-            "admission_requests_total",
-            &[
-                ("path", "/client"),
-                ("priority", p),
-                ("decision", "admitted"),
-            ],
-        )
-        .unwrap();
+        let admitted = client_decisions(&text, p, "admitted").unwrap();
         let released = series_value(&text, "admission_released_total", &[("priority", p)]).unwrap();
         assert_eq!(
             admitted, released,

@@ -171,6 +171,19 @@ pub fn series_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
     })
 }
 
+/// `admission_requests_total` for `/client`, one priority and decision.
+pub fn client_decisions(text: &str, priority: &str, decision: &str) -> Option<f64> {
+    series_value(
+        text,
+        "admission_requests_total",
+        &[
+            ("path", "/client"),
+            ("priority", priority),
+            ("decision", decision),
+        ],
+    )
+}
+
 /// One blocking HTTP/1.1 request with `Connection: close`: status and body.
 pub fn raw_request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr)?;
