@@ -82,6 +82,14 @@ struct RawUpstream {
     latency_ms: u64,
     fail_rate: f64,
     workers: u64,
+    concurrency: u64,
+    jitter_ms: u64,
+    tail_rate: f64,
+    tail_ms: u64,
+    fail_status: u16,
+    hang_rate: f64,
+    reset_rate: f64,
+    allow_request_overrides: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +109,16 @@ pub struct UpstreamSettings {
     pub fail_rate: f64,
     /// 0 = one worker per core.
     pub workers: usize,
+    /// Requests served at once (0 = unlimited); the rest wait in FIFO order.
+    pub concurrency: usize,
+    pub jitter_ms: u64,
+    pub tail_rate: f64,
+    pub tail_ms: u64,
+    pub fail_status: u16,
+    pub hang_rate: f64,
+    pub reset_rate: f64,
+    /// Read by both roles: whether callers may set `ms` and `fail_rate`.
+    pub allow_request_overrides: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -416,6 +434,20 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         "upstream.fail_rate",
         || format!("must be a number between 0 and 1, got {fail_rate}"),
     )?;
+    let up = &raw.upstream;
+    in_range("upstream.concurrency", up.concurrency, 0, 100_000)?;
+    in_range("upstream.jitter_ms", up.jitter_ms, 0, 5000)?;
+    in_range("upstream.tail_ms", up.tail_ms, 0, 60_000)?;
+    in_range("upstream.fail_status", up.fail_status.into(), 400, 599)?;
+    for (key, rate) in [
+        ("upstream.tail_rate", up.tail_rate),
+        ("upstream.hang_rate", up.hang_rate),
+        ("upstream.reset_rate", up.reset_rate),
+    ] {
+        check(rate.is_finite() && (0.0..=1.0).contains(&rate), key, || {
+            format!("must be a number between 0 and 1, got {rate}")
+        })?;
+    }
     in_range("timeouts.upstream_ms", raw.timeouts.upstream_ms, 1, 10_000)?;
     in_range("timeouts.connect_ms", raw.timeouts.connect_ms, 1, 10_000)?;
     in_range(
@@ -488,6 +520,14 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             latency_ms: raw.upstream.latency_ms,
             fail_rate,
             workers: raw.upstream.workers as usize,
+            concurrency: raw.upstream.concurrency as usize,
+            jitter_ms: raw.upstream.jitter_ms,
+            tail_rate: raw.upstream.tail_rate,
+            tail_ms: raw.upstream.tail_ms,
+            fail_status: raw.upstream.fail_status,
+            hang_rate: raw.upstream.hang_rate,
+            reset_rate: raw.upstream.reset_rate,
+            allow_request_overrides: raw.upstream.allow_request_overrides,
         },
         timeouts: raw.timeouts,
         breaker: raw.breaker,
@@ -539,6 +579,14 @@ mod tests {
             ("LOAD_SHED__UPSTREAM__LATENCY_MS", "7"),
             ("LOAD_SHED__UPSTREAM__FAIL_RATE", "0.25"),
             ("LOAD_SHED__UPSTREAM__WORKERS", "3"),
+            ("LOAD_SHED__UPSTREAM__CONCURRENCY", "8"),
+            ("LOAD_SHED__UPSTREAM__JITTER_MS", "5"),
+            ("LOAD_SHED__UPSTREAM__TAIL_RATE", "0.01"),
+            ("LOAD_SHED__UPSTREAM__TAIL_MS", "900"),
+            ("LOAD_SHED__UPSTREAM__FAIL_STATUS", "500"),
+            ("LOAD_SHED__UPSTREAM__HANG_RATE", "0.02"),
+            ("LOAD_SHED__UPSTREAM__RESET_RATE", "0.03"),
+            ("LOAD_SHED__UPSTREAM__ALLOW_REQUEST_OVERRIDES", "false"),
             ("LOAD_SHED__TIMEOUTS__UPSTREAM_MS", "300"),
             ("LOAD_SHED__TIMEOUTS__CONNECT_MS", "30"),
             ("LOAD_SHED__BREAKER__FAILURE_THRESHOLD", "3"),
@@ -563,6 +611,14 @@ mod tests {
         assert_eq!(s.upstream.latency_ms, 7);
         assert_eq!(s.upstream.fail_rate, 0.25);
         assert_eq!(s.upstream.workers, 3);
+        assert_eq!(s.upstream.concurrency, 8);
+        assert_eq!(s.upstream.jitter_ms, 5);
+        assert_eq!(s.upstream.tail_rate, 0.01);
+        assert_eq!(s.upstream.tail_ms, 900);
+        assert_eq!(s.upstream.fail_status, 500);
+        assert_eq!(s.upstream.hang_rate, 0.02);
+        assert_eq!(s.upstream.reset_rate, 0.03);
+        assert!(!s.upstream.allow_request_overrides);
         assert_eq!(s.timeouts.upstream_ms, 300);
         assert_eq!(s.timeouts.connect_ms, 30);
         assert_eq!(s.breaker.failure_threshold, 3);
@@ -658,6 +714,26 @@ mod tests {
                 "LOAD_SHED__SERVER__MAX_CONNECTIONS",
                 "0",
                 "server.max_connections",
+            ),
+            (
+                "LOAD_SHED__UPSTREAM__FAIL_STATUS",
+                "200",
+                "upstream.fail_status",
+            ),
+            (
+                "LOAD_SHED__UPSTREAM__RESET_RATE",
+                "2",
+                "upstream.reset_rate",
+            ),
+            (
+                "LOAD_SHED__UPSTREAM__HANG_RATE",
+                "-0.5",
+                "upstream.hang_rate",
+            ),
+            (
+                "LOAD_SHED__UPSTREAM__ALLOW_REQUEST_OVERRIDES",
+                "maybe",
+                "upstream.allow_request_overrides",
             ),
         ];
         for (var, value, key) in cases {

@@ -52,10 +52,7 @@ impl Application {
         let upstream = if settings.role.serves_upstream() {
             let listener = TcpListener::bind(settings.upstream.listen)?;
             let addr = listener.local_addr()?;
-            let state = web::Data::new(UpstreamState {
-                latency_ms: settings.upstream.latency_ms,
-                fail_rate: settings.upstream.fail_rate,
-            });
+            let state = web::Data::new(UpstreamState::new(&settings.upstream));
             let (metrics, http_metrics, readiness) =
                 (metrics.clone(), http_metrics.clone(), readiness.clone());
             let mut server = HttpServer::new(move || {
@@ -102,6 +99,7 @@ impl Application {
                     timeout: settings.timeouts.upstream(),
                 },
                 max_upstream_body_bytes: settings.api.max_upstream_body_bytes,
+                allow_request_overrides: settings.upstream.allow_request_overrides,
             });
             let connect_timeout = settings.timeouts.connect();
             let (metrics, http_metrics, readiness) =

@@ -1,39 +1,148 @@
-//! The upstream role: a simulated dependency. `GET /upstream?ms=&fail_rate=` waits `ms` on a timer,
-//! then fails with probability `fail_rate` (503), else answers 200. Defaults come from configuration,
-//! so changing the deployment's values changes its behaviour for every caller.
+//! The upstream role: a simulated dependency that can really be overloaded and misbehave.
+//!
+//! `GET /upstream?ms=&fail_rate=` takes a slot of `upstream.concurrency` (the rest wait in FIFO
+//! order, so latency grows with load), then, by configured probabilities: closes the connection
+//! mid-response (`reset_rate`), or never answers (`hang_rate`), or waits `ms` ± `jitter_ms` (plus
+//! `tail_ms` with probability `tail_rate`) on a timer and fails with `fail_status` at probability
+//! `fail_rate`, else answers 200. Defaults come from configuration, so changing the deployment's
+//! values changes its behaviour for every caller; with `allow_request_overrides = false` callers
+//! cannot change `ms` or `fail_rate` at all.
 
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::http::StatusCode;
+use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
+use tokio::sync::Semaphore;
 
-use crate::api::params::upstream_params;
+use crate::api::params::{upstream_params, BadParam};
 use crate::routes;
+use crate::settings::UpstreamSettings;
 
-/// The simulator's configured defaults.
-#[derive(Debug, Clone, Copy)]
+/// How long a hung request is held: until the caller gives up (the handler is dropped on its
+/// disconnect) or the server shuts down, in practice.
+const HANG: Duration = Duration::from_secs(3600);
+
+/// The simulator's configuration, shared by its workers.
+#[derive(Debug, Clone)]
 pub struct UpstreamState {
     pub latency_ms: u64,
     pub fail_rate: f64,
+    pub jitter_ms: u64,
+    pub tail_rate: f64,
+    pub tail_ms: u64,
+    pub fail_status: StatusCode,
+    pub hang_rate: f64,
+    pub reset_rate: f64,
+    pub allow_request_overrides: bool,
+    /// `upstream.concurrency` slots, fair (FIFO); `None` = unlimited.
+    pub slots: Option<Arc<Semaphore>>,
+}
+
+impl UpstreamState {
+    pub fn new(s: &UpstreamSettings) -> Self {
+        Self {
+            latency_ms: s.latency_ms,
+            fail_rate: s.fail_rate,
+            jitter_ms: s.jitter_ms,
+            tail_rate: s.tail_rate,
+            tail_ms: s.tail_ms,
+            fail_status: StatusCode::from_u16(s.fail_status)
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            hang_rate: s.hang_rate,
+            reset_rate: s.reset_rate,
+            allow_request_overrides: s.allow_request_overrides,
+            slots: (s.concurrency > 0).then(|| Arc::new(Semaphore::new(s.concurrency))),
+        }
+    }
+
+    /// The latency of one request: `ms` ± jitter, plus the tail now and then.
+    fn latency(&self, ms: u64) -> Duration {
+        let jitter = self.jitter_ms as f64 * (2.0 * rand::random::<f64>() - 1.0);
+        let mut total = (ms as f64 + jitter).max(0.0);
+        if chance(self.tail_rate) {
+            total += self.tail_ms as f64;
+        }
+        Duration::from_micros((total * 1000.0) as u64)
+    }
+}
+
+/// True with probability `rate` (`random()` is in [0, 1): 0 never, 1 always).
+fn chance(rate: f64) -> bool {
+    rand::random::<f64>() < rate
+}
+
+/// Refuses `ms` and `fail_rate` when request overrides are disabled; used by both roles.
+pub fn refuse_overrides(query: &str) -> Result<(), BadParam> {
+    for (name, _) in form_urlencoded::parse(query.as_bytes()) {
+        if name == "ms" || name == "fail_rate" {
+            return Err(BadParam {
+                param: name.into_owned(),
+                error: "request overrides are disabled (upstream.allow_request_overrides)".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 pub async fn upstream(req: HttpRequest, state: web::Data<UpstreamState>) -> HttpResponse {
-    let (ms, fail_rate) =
-        match upstream_params(req.query_string(), state.latency_ms, state.fail_rate) {
-            Ok(p) => p,
-            Err(bad) => {
-                return HttpResponse::BadRequest()
-                    .json(json!({"error": bad.error, "param": bad.param}))
-            }
-        };
-    if ms > 0 {
-        actix_web::rt::time::sleep(Duration::from_millis(ms)).await;
+    let checked = if state.allow_request_overrides {
+        Ok(())
+    } else {
+        refuse_overrides(req.query_string())
+    };
+    let (ms, fail_rate) = match checked
+        .and_then(|()| upstream_params(req.query_string(), state.latency_ms, state.fail_rate))
+    {
+        Ok(p) => p,
+        Err(bad) => {
+            return HttpResponse::BadRequest().json(json!({"error": bad.error, "param": bad.param}))
+        }
+    };
+    // Waits in FIFO order for a slot, held until the answer; the semaphore is never closed.
+    let _slot = match &state.slots {
+        Some(slots) => slots.clone().acquire_owned().await.ok(),
+        None => None,
+    };
+    if chance(state.reset_rate) {
+        return HttpResponse::Ok().body(Reset);
     }
-    // random() is in [0, 1): a rate of 0 never fails and a rate of 1 always does.
-    if rand::random::<f64>() < fail_rate {
-        HttpResponse::ServiceUnavailable().json(json!({"error": "injected failure"}))
+    if chance(state.hang_rate) {
+        actix_web::rt::time::sleep(HANG).await;
+    }
+    let latency = state.latency(ms);
+    if !latency.is_zero() {
+        actix_web::rt::time::sleep(latency).await;
+    }
+    if chance(fail_rate) {
+        HttpResponse::build(state.fail_status).json(json!({"error": "injected failure"}))
     } else {
         HttpResponse::Ok().json(json!({"ok": true, "ms": ms}))
+    }
+}
+
+/// A body that announces 64 bytes and fails before the first: actix closes the connection
+/// mid-response, as a dependency that resets would.
+struct Reset;
+
+impl MessageBody for Reset {
+    type Error = io::Error;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(64)
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Poll::Ready(Some(Err(io::Error::other("injected reset"))))
     }
 }
 

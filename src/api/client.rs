@@ -10,6 +10,7 @@ use super::upstream_call::{self, UpstreamError, UpstreamRequest};
 use super::ApiState;
 use crate::breaker::Verdict;
 use crate::metrics::ClientClosedGuard;
+use crate::upstream::refuse_overrides;
 
 pub async fn client(
     req: HttpRequest,
@@ -25,6 +26,11 @@ pub async fn client(
 /// If the client goes away, actix drops this future wherever it is waiting: the permit and the
 /// breaker pass are dropped with it (slot released, probe freed) and no result is counted.
 async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome {
+    if !state.allow_request_overrides {
+        if let Err(bad) = refuse_overrides(req.query_string()) {
+            return Outcome::Invalid(bad);
+        }
+    }
     let params = match ClientParams::from_request(req, state.defaults) {
         Ok(p) => p,
         Err(bad) => return Outcome::Invalid(bad),

@@ -31,6 +31,8 @@ pub struct ApiState {
     pub upstream_url: String,
     pub defaults: ClientDefaults,
     pub max_upstream_body_bytes: usize,
+    /// `upstream.allow_request_overrides`: whether callers may pass `ms` and `fail_rate` on.
+    pub allow_request_overrides: bool,
 }
 
 impl ApiState {

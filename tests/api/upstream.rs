@@ -37,3 +37,136 @@ async fn the_upstreams_configured_defaults_apply_to_every_caller() {
     // A caller's explicit value still wins.
     assert_eq!(app.get("/client?fail_rate=0").await.status, 200);
 }
+
+mod modes {
+    //! Each fault mode of the simulator, seen through `/client`: its status and result label.
+
+    use std::time::{Duration, Instant};
+
+    use crate::helpers::{spawn_app, TestApp};
+
+    async fn result(app: &TestApp, label: &str) -> Option<f64> {
+        app.metric("upstream_requests_total", &[("result", label)])
+            .await
+    }
+
+    #[actix_web::test]
+    async fn limited_concurrency_queues_requests_in_order_so_latency_grows_with_load() {
+        let app = spawn_app(&[
+            ("LOAD_SHED__UPSTREAM__CONCURRENCY", "2"),
+            ("LOAD_SHED__UPSTREAM__LATENCY_MS", "200"),
+            ("LOAD_SHED__TIMEOUTS__UPSTREAM_MS", "2000"),
+        ])
+        .await;
+        let started = Instant::now();
+        let calls = (0..4).map(|_| app.get("/client"));
+        let replies = futures_util::future::join_all(calls).await;
+        assert!(replies.iter().all(|r| r.status == 200));
+        // Two slots, four calls of 200 ms: the second pair waits for the first.
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(390), "{took:?}");
+        assert!(took < Duration::from_millis(1000), "{took:?}");
+    }
+
+    #[actix_web::test]
+    async fn jitter_spreads_latency_around_the_configured_value() {
+        let app = spawn_app(&[
+            ("LOAD_SHED__UPSTREAM__LATENCY_MS", "50"),
+            ("LOAD_SHED__UPSTREAM__JITTER_MS", "40"),
+        ])
+        .await;
+        let mut took = Vec::new();
+        for _ in 0..12 {
+            let started = Instant::now();
+            assert_eq!(app.get("/client").await.status, 200);
+            took.push(started.elapsed());
+        }
+        took.sort();
+        assert!(took[0] >= Duration::from_millis(10), "{took:?}");
+        assert!(took[11] < Duration::from_millis(150), "{took:?}");
+        assert!(
+            took[11] - took[0] > Duration::from_millis(10),
+            "no spread: {took:?}"
+        );
+    }
+
+    #[actix_web::test]
+    async fn a_long_tail_spike_past_the_timeout_is_a_504() {
+        let app = spawn_app(&[
+            ("LOAD_SHED__UPSTREAM__LATENCY_MS", "1"),
+            ("LOAD_SHED__UPSTREAM__TAIL_RATE", "1.0"),
+            ("LOAD_SHED__UPSTREAM__TAIL_MS", "400"),
+        ])
+        .await;
+        assert_eq!(app.get("/client").await.status, 504);
+        assert_eq!(result(&app, "timeout").await, Some(1.0));
+    }
+
+    #[actix_web::test]
+    async fn the_configured_failure_status_reaches_the_caller() {
+        let app = spawn_app(&[
+            ("LOAD_SHED__UPSTREAM__FAIL_STATUS", "500"),
+            ("LOAD_SHED__UPSTREAM__FAIL_RATE", "1.0"),
+            ("LOAD_SHED__UPSTREAM__LATENCY_MS", "0"),
+        ])
+        .await;
+        let r = app.get("/client").await;
+        assert_eq!(
+            (r.status, r.json["upstream_status"].as_u64()),
+            (502, Some(500))
+        );
+        assert_eq!(result(&app, "error").await, Some(1.0));
+    }
+
+    #[actix_web::test]
+    async fn a_hanging_upstream_is_a_504_within_the_timeout() {
+        let app = spawn_app(&[("LOAD_SHED__UPSTREAM__HANG_RATE", "1.0")]).await;
+        let started = Instant::now();
+        assert_eq!(app.get("/client").await.status, 504);
+        assert!(started.elapsed() < Duration::from_millis(700));
+        assert_eq!(result(&app, "timeout").await, Some(1.0));
+    }
+
+    #[actix_web::test]
+    async fn a_reset_mid_response_is_a_502_transport_failure() {
+        let app = spawn_app(&[("LOAD_SHED__UPSTREAM__RESET_RATE", "1.0")]).await;
+        let r = app.get("/client").await;
+        assert_eq!(
+            (r.status, r.json["error"].as_str()),
+            (502, Some("upstream unavailable"))
+        );
+        assert_eq!(result(&app, "transport").await, Some(1.0));
+    }
+
+    #[actix_web::test]
+    async fn with_overrides_disabled_no_caller_can_make_the_dependency_fail() {
+        let app = spawn_app(&[
+            ("LOAD_SHED__UPSTREAM__ALLOW_REQUEST_OVERRIDES", "false"),
+            ("LOAD_SHED__BREAKER__FAILURE_THRESHOLD", "1"),
+        ])
+        .await;
+        for path in [
+            "/client?fail_rate=1.0",
+            "/client?ms=3000",
+            "/client?priority=low&ms=1",
+        ] {
+            let r = app.get(path).await;
+            assert_eq!(r.status, 400, "{path}");
+            assert!(
+                r.json["error"].as_str().unwrap().contains("overrides"),
+                "{path}"
+            );
+        }
+        // The api refused them before the breaker: nothing was counted, it stays closed.
+        assert_eq!(app.metric("circuit_breaker_state", &[]).await, Some(0.0));
+        assert_eq!(app.get("/client?priority=high").await.status, 200);
+        // The upstream refuses them too, to callers that reach it directly.
+        let upstream = app.upstream.unwrap();
+        let (status, _) = actix_web::web::block(move || {
+            crate::helpers::raw_request(upstream, "GET", "/upstream?fail_rate=1").unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(status, 400);
+    }
+}

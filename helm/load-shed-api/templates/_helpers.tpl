@@ -64,6 +64,7 @@ LOAD_SHED__API__LISTEN: {{ printf "0.0.0.0:%d" (int .Values.api.containerPort) |
 LOAD_SHED__API__UPSTREAM_URL: {{ .Values.api.upstreamUrl | default (printf "http://%s:%d" (include "load-shed-api.upstreamFullname" .) (int .Values.upstream.service.port)) | quote }}
 LOAD_SHED__API__MAX_UPSTREAM_BODY_BYTES: {{ int64 $c.api.maxUpstreamBodyBytes | quote }}
 LOAD_SHED__API__WORKERS: {{ int64 $c.api.workers | quote }}
+LOAD_SHED__UPSTREAM__ALLOW_REQUEST_OVERRIDES: {{ $c.upstream.allowRequestOverrides | toString | quote }}
 LOAD_SHED__TIMEOUTS__UPSTREAM_MS: {{ int64 $c.timeouts.upstreamMs | quote }}
 LOAD_SHED__TIMEOUTS__CONNECT_MS: {{ int64 $c.timeouts.connectMs | quote }}
 LOAD_SHED__BREAKER__FAILURE_THRESHOLD: {{ int64 $c.breaker.failureThreshold | quote }}
@@ -93,6 +94,14 @@ LOAD_SHED__UPSTREAM__LISTEN: {{ printf "0.0.0.0:%d" (int .Values.upstream.contai
 LOAD_SHED__UPSTREAM__LATENCY_MS: {{ int64 $c.upstream.latencyMs | quote }}
 LOAD_SHED__UPSTREAM__FAIL_RATE: {{ $c.upstream.failRate | toString | quote }}
 LOAD_SHED__UPSTREAM__WORKERS: {{ int64 $c.upstream.workers | quote }}
+LOAD_SHED__UPSTREAM__CONCURRENCY: {{ int64 $c.upstream.concurrency | quote }}
+LOAD_SHED__UPSTREAM__JITTER_MS: {{ int64 $c.upstream.jitterMs | quote }}
+LOAD_SHED__UPSTREAM__TAIL_RATE: {{ $c.upstream.tailRate | toString | quote }}
+LOAD_SHED__UPSTREAM__TAIL_MS: {{ int64 $c.upstream.tailMs | quote }}
+LOAD_SHED__UPSTREAM__FAIL_STATUS: {{ int64 $c.upstream.failStatus | quote }}
+LOAD_SHED__UPSTREAM__HANG_RATE: {{ $c.upstream.hangRate | toString | quote }}
+LOAD_SHED__UPSTREAM__RESET_RATE: {{ $c.upstream.resetRate | toString | quote }}
+LOAD_SHED__UPSTREAM__ALLOW_REQUEST_OVERRIDES: {{ $c.upstream.allowRequestOverrides | toString | quote }}
 LOAD_SHED__SHUTDOWN__GRACE_SECONDS: {{ int64 $c.shutdown.graceSeconds | quote }}
 {{ include "load-shed-api.serverEnv" . }}
 RUST_LOG: {{ .Values.logLevel | quote }}
