@@ -126,6 +126,7 @@ pub struct UpstreamSettings {
 pub struct TimeoutSettings {
     pub upstream_ms: u64,
     pub connect_ms: u64,
+    pub min_budget_ms: u64,
 }
 
 impl TimeoutSettings {
@@ -449,6 +450,12 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         })?;
     }
     in_range("timeouts.upstream_ms", raw.timeouts.upstream_ms, 1, 10_000)?;
+    in_range(
+        "timeouts.min_budget_ms",
+        raw.timeouts.min_budget_ms,
+        0,
+        10_000,
+    )?;
     in_range("timeouts.connect_ms", raw.timeouts.connect_ms, 1, 10_000)?;
     in_range(
         "breaker.failure_threshold",
@@ -589,6 +596,7 @@ mod tests {
             ("LOAD_SHED__UPSTREAM__ALLOW_REQUEST_OVERRIDES", "false"),
             ("LOAD_SHED__TIMEOUTS__UPSTREAM_MS", "300"),
             ("LOAD_SHED__TIMEOUTS__CONNECT_MS", "30"),
+            ("LOAD_SHED__TIMEOUTS__MIN_BUDGET_MS", "15"),
             ("LOAD_SHED__BREAKER__FAILURE_THRESHOLD", "3"),
             ("LOAD_SHED__BREAKER__OPEN_SECONDS", "2"),
             ("LOAD_SHED__BREAKER__HALF_OPEN_PROBES", "4"),
@@ -621,6 +629,7 @@ mod tests {
         assert!(!s.upstream.allow_request_overrides);
         assert_eq!(s.timeouts.upstream_ms, 300);
         assert_eq!(s.timeouts.connect_ms, 30);
+        assert_eq!(s.timeouts.min_budget_ms, 15);
         assert_eq!(s.breaker.failure_threshold, 3);
         assert_eq!(s.breaker.open_seconds, 2);
         assert_eq!(s.breaker.half_open_probes, 4);

@@ -97,6 +97,7 @@ impl Application {
                 upstream_url,
                 defaults: ClientDefaults {
                     timeout: settings.timeouts.upstream(),
+                    min_budget: Duration::from_millis(settings.timeouts.min_budget_ms),
                 },
                 max_upstream_body_bytes: settings.api.max_upstream_body_bytes,
                 allow_request_overrides: settings.upstream.allow_request_overrides,

@@ -4,7 +4,9 @@
 //! order, so latency grows with load), then, by configured probabilities: closes the connection
 //! mid-response (`reset_rate`), or never answers (`hang_rate`), or waits `ms` ± `jitter_ms` (plus
 //! `tail_ms` with probability `tail_rate`) on a timer and fails with `fail_status` at probability
-//! `fail_rate`, else answers 200. Defaults come from configuration, so changing the deployment's
+//! `fail_rate`, else answers 200. A caller's `X-Request-Timeout-Ms` (its remaining budget) is
+//! honoured: work that cannot finish within it is abandoned with 504 just after the budget runs
+//! out (`DEADLINE_SLACK`), waiting for a slot included. Defaults come from configuration, so changing the deployment's
 //! values changes its behaviour for every caller; with `allow_request_overrides = false` callers
 //! cannot change `ms` or `fail_rate` at all.
 
@@ -12,7 +14,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::http::StatusCode;
@@ -21,9 +23,14 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::api::params::{upstream_params, BadParam};
+use crate::api::params::{upstream_params, BadParam, BUDGET_HEADER};
 use crate::routes;
 use crate::settings::UpstreamSettings;
+
+/// Work is abandoned this long after the caller's budget runs out. The caller's clock started
+/// first and its own timeout fires then; stopping at the same instant would race it, and an answer
+/// winning that race would turn the caller's timeout into an upstream error.
+const DEADLINE_SLACK: Duration = Duration::from_millis(50);
 
 /// How long a hung request is held: until the caller gives up (the handler is dropped on its
 /// disconnect) or the server shuts down, in practice.
@@ -105,26 +112,51 @@ pub async fn upstream(req: HttpRequest, state: web::Data<UpstreamState>) -> Http
             return HttpResponse::BadRequest().json(json!({"error": bad.error, "param": bad.param}))
         }
     };
+    let arrived = Instant::now();
+    let deadline = req
+        .headers()
+        .get(BUDGET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|ms| arrived + Duration::from_millis(ms) + DEADLINE_SLACK);
     // Waits in FIFO order for a slot, held until the answer; the semaphore is never closed.
-    let _slot = match &state.slots {
-        Some(slots) => slots.clone().acquire_owned().await.ok(),
-        None => None,
+    let _slot = match (&state.slots, deadline) {
+        (None, _) => None,
+        (Some(slots), None) => slots.clone().acquire_owned().await.ok(),
+        (Some(slots), Some(deadline)) => {
+            let wait = slots.clone().acquire_owned();
+            match tokio::time::timeout_at(deadline.into(), wait).await {
+                Ok(slot) => slot.ok(),
+                Err(_) => return deadline_exceeded(),
+            }
+        }
     };
     if chance(state.reset_rate) {
         return HttpResponse::Ok().body(Reset);
     }
-    if chance(state.hang_rate) {
-        actix_web::rt::time::sleep(HANG).await;
+    let work = if chance(state.hang_rate) {
+        HANG
+    } else {
+        state.latency(ms)
+    };
+    let done = Instant::now() + work;
+    if let Some(deadline) = deadline.filter(|d| *d < done) {
+        // The caller will have given up by then: stop when its budget runs out.
+        actix_web::rt::time::sleep_until(deadline.into()).await;
+        return deadline_exceeded();
     }
-    let latency = state.latency(ms);
-    if !latency.is_zero() {
-        actix_web::rt::time::sleep(latency).await;
+    if !work.is_zero() {
+        actix_web::rt::time::sleep(work).await;
     }
     if chance(fail_rate) {
         HttpResponse::build(state.fail_status).json(json!({"error": "injected failure"}))
     } else {
         HttpResponse::Ok().json(json!({"ok": true, "ms": ms}))
     }
+}
+
+fn deadline_exceeded() -> HttpResponse {
+    HttpResponse::GatewayTimeout().json(json!({"error": "deadline exceeded"}))
 }
 
 /// A body that announces 64 bytes and fails before the first: actix closes the connection

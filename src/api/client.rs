@@ -35,6 +35,10 @@ async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome
         Ok(p) => p,
         Err(bad) => return Outcome::Invalid(bad),
     };
+    // Too little time left to be worth a slot or a call: the caller will have given up.
+    if params.budget.is_some_and(|b| b < state.defaults.min_budget) {
+        return Outcome::DeadlineTooShort;
+    }
     // While the breaker is open, admission is decided without taking a slot: the call will not
     // run, and a slot held for no time changes nothing. This keeps the actor's mailbox off the
     // fail-fast path. The order of checks (admission, then breaker) is the same.

@@ -29,6 +29,8 @@ pub enum Outcome {
     UpstreamStatus(u16),
     UpstreamTransport,
     UpstreamTimeout,
+    /// The caller's remaining budget was below `timeouts.min_budget_ms`: not started.
+    DeadlineTooShort,
     /// The process is shutting down and can no longer run the work.
     Unavailable,
 }
@@ -58,7 +60,7 @@ impl Outcome {
             Outcome::Shed { .. } => StatusCode::TOO_MANY_REQUESTS,
             Outcome::BreakerOpen { .. } | Outcome::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Outcome::UpstreamStatus(_) | Outcome::UpstreamTransport => StatusCode::BAD_GATEWAY,
-            Outcome::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Outcome::UpstreamTimeout | Outcome::DeadlineTooShort => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -70,7 +72,10 @@ impl Outcome {
             Outcome::UpstreamTimeout => Some("timeout"),
             Outcome::UpstreamTransport => Some("transport"),
             Outcome::BreakerOpen { .. } => Some("breaker_open"),
-            Outcome::Invalid(_) | Outcome::Shed { .. } | Outcome::Unavailable => None,
+            Outcome::Invalid(_)
+            | Outcome::Shed { .. }
+            | Outcome::DeadlineTooShort
+            | Outcome::Unavailable => None,
         }
     }
 
@@ -103,6 +108,7 @@ impl Outcome {
             }
             Outcome::UpstreamTransport => json!({"error": "upstream unavailable"}),
             Outcome::UpstreamTimeout => json!({"error": "upstream timeout"}),
+            Outcome::DeadlineTooShort => json!({"error": "deadline exceeded"}),
             Outcome::Unavailable => json!({"error": "shutting down"}),
         };
         res.json(body)

@@ -39,6 +39,8 @@ impl BadParam {
 #[derive(Debug, Clone, Copy)]
 pub struct ClientDefaults {
     pub timeout: Duration,
+    /// Below this remaining budget a call is not started (`timeouts.min_budget_ms`; zero = off).
+    pub min_budget: Duration,
 }
 
 /// A validated `/client` request.
@@ -53,6 +55,8 @@ pub struct ClientParams {
     /// against the breaker.
     pub full_timeout: bool,
     pub priority: Priority,
+    /// The caller's remaining budget (`X-Request-Timeout-Ms`), when it sent one.
+    pub budget: Option<Duration>,
 }
 
 /// A validated `/work` request.
@@ -186,6 +190,7 @@ impl ClientParams {
             timeout,
             full_timeout: timeout >= defaults.timeout,
             priority,
+            budget,
         })
     }
 }
@@ -237,6 +242,7 @@ mod tests {
 
     const DEFAULTS: ClientDefaults = ClientDefaults {
         timeout: Duration::from_millis(200),
+        min_budget: Duration::ZERO,
     };
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -387,6 +393,7 @@ mod properties {
 
     const DEFAULTS: ClientDefaults = ClientDefaults {
         timeout: Duration::from_millis(200),
+        min_budget: Duration::ZERO,
     };
 
     /// Values near every boundary and every trick a number parser meets.

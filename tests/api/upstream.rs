@@ -170,3 +170,75 @@ mod modes {
         assert_eq!(status, 400);
     }
 }
+
+mod deadlines {
+    //! Deadline propagation: a caller's remaining budget caps the work done for it.
+
+    use std::time::{Duration, Instant};
+
+    use crate::helpers::{spawn_app, spawn_upstream};
+
+    #[actix_web::test]
+    async fn a_budget_below_the_minimum_is_refused_at_once_without_a_slot_or_a_call() {
+        let app = spawn_app(&[("LOAD_SHED__TIMEOUTS__MIN_BUDGET_MS", "20")]).await;
+        let r = app
+            .get_with("/client", &[("X-Request-Timeout-Ms", "5")])
+            .await;
+        assert_eq!(r.status, 504);
+        assert_eq!(r.json["error"], "deadline exceeded");
+        let text = app.metrics().await;
+        assert!(
+            !text.contains(r#"path="/upstream""#),
+            "the upstream was called"
+        );
+        assert_eq!(
+            crate::helpers::client_decisions(&text, "normal", "admitted"),
+            Some(0.0)
+        );
+        // Enough budget: served as usual.
+        let r = app
+            .get_with("/client?ms=1", &[("X-Request-Timeout-Ms", "500")])
+            .await;
+        assert_eq!(r.status, 200);
+    }
+
+    async fn get_with_budget(
+        addr: std::net::SocketAddr,
+        path: &'static str,
+        budget: &'static str,
+    ) -> (u16, Duration) {
+        let client = awc::Client::default();
+        let started = Instant::now();
+        let res = client
+            .get(format!("http://{addr}{path}"))
+            .insert_header(("X-Request-Timeout-Ms", budget))
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), started.elapsed())
+    }
+
+    #[actix_web::test]
+    async fn the_upstream_abandons_work_that_cannot_finish_within_the_budget() {
+        let upstream = spawn_upstream(&[]).await;
+        let (status, took) = get_with_budget(upstream, "/upstream?ms=2000", "150").await;
+        assert_eq!(status, 504);
+        assert!(
+            took >= Duration::from_millis(140) && took < Duration::from_millis(1000),
+            "{took:?}"
+        );
+        let (status, _) = get_with_budget(upstream, "/upstream?ms=10", "500").await;
+        assert_eq!(status, 200);
+    }
+
+    #[actix_web::test]
+    async fn waiting_for_a_slot_counts_against_the_budget() {
+        let upstream = spawn_upstream(&[("LOAD_SHED__UPSTREAM__CONCURRENCY", "1")]).await;
+        let holder = actix_web::rt::spawn(get_with_budget(upstream, "/upstream?ms=800", "5000"));
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        let (status, took) = get_with_budget(upstream, "/upstream?ms=10", "150").await;
+        assert_eq!(status, 504, "it would have waited 700 ms for the slot");
+        assert!(took < Duration::from_millis(500), "{took:?}");
+        assert_eq!(holder.await.unwrap().0, 200);
+    }
+}

@@ -67,6 +67,7 @@ LOAD_SHED__API__WORKERS: {{ int64 $c.api.workers | quote }}
 LOAD_SHED__UPSTREAM__ALLOW_REQUEST_OVERRIDES: {{ $c.upstream.allowRequestOverrides | toString | quote }}
 LOAD_SHED__TIMEOUTS__UPSTREAM_MS: {{ int64 $c.timeouts.upstreamMs | quote }}
 LOAD_SHED__TIMEOUTS__CONNECT_MS: {{ int64 $c.timeouts.connectMs | quote }}
+LOAD_SHED__TIMEOUTS__MIN_BUDGET_MS: {{ int64 $c.timeouts.minBudgetMs | quote }}
 LOAD_SHED__BREAKER__FAILURE_THRESHOLD: {{ int64 $c.breaker.failureThreshold | quote }}
 LOAD_SHED__BREAKER__OPEN_SECONDS: {{ int64 $c.breaker.openSeconds | quote }}
 LOAD_SHED__BREAKER__HALF_OPEN_PROBES: {{ int64 $c.breaker.halfOpenProbes | quote }}
