@@ -48,11 +48,14 @@ async fn the_seed_walkthrough_baseline_trip_and_recovery_moves_the_gauge_0_1_0()
     app.wait_for("circuit_breaker_state", &[], 2.0, Duration::from_secs(3))
         .await;
 
-    // Recover: the probe succeeds and closes it; traffic flows again.
-    for _ in 0..20 {
+    // Recover: the probe succeeds and closes it (its verdict reaches the actor just after the
+    // answer); traffic flows again.
+    assert_eq!(app.get("/client?ms=1&fail_rate=0.0").await.status, 200);
+    app.wait_for("circuit_breaker_state", &[], 0.0, Duration::from_secs(1))
+        .await;
+    for _ in 0..19 {
         assert_eq!(app.get("/client?ms=1&fail_rate=0.0").await.status, 200);
     }
-    assert_eq!(state(&app).await, 0.0);
     for (to, n) in [("open", 1.0), ("half_open", 1.0), ("closed", 1.0)] {
         assert_eq!(
             app.metric("circuit_breaker_transitions_total", &[("to", to)])
@@ -108,5 +111,6 @@ async fn while_the_probe_is_out_others_get_503_with_a_short_retry_after() {
     assert_eq!(other.status, 503);
     assert_eq!(other.retry_after.as_deref(), Some("1"));
     assert_eq!(probe.status, 200);
-    assert_eq!(state(&app).await, 0.0);
+    app.wait_for("circuit_breaker_state", &[], 0.0, Duration::from_secs(1))
+        .await;
 }
