@@ -8,7 +8,8 @@ use actix_web_prom::{
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::admission::Priority;
@@ -31,6 +32,10 @@ pub struct Metrics {
     pub upstream_requests: IntCounterVec,
     pub upstream_duration: HistogramVec,
     pub breaker_state: IntGauge,
+    /// Failure share of the breaker's sliding window (breaker.mode = failure_rate).
+    pub breaker_failure_rate: Gauge,
+    /// Slow-call share of the breaker's sliding window.
+    pub breaker_slow_call_rate: Gauge,
     pub breaker_transitions: IntCounterVec,
     pub admission_requests: IntCounterVec,
     pub admission_inflight: IntGauge,
@@ -72,6 +77,14 @@ impl Metrics {
             "circuit_breaker_state",
             "Circuit breaker state: 0 closed, 1 open, 2 half-open",
         )?;
+        let breaker_failure_rate = Gauge::new(
+            "circuit_breaker_failure_rate",
+            "Share of failed calls in the breaker's sliding window (breaker.mode failure_rate; 0 otherwise)",
+        )?;
+        let breaker_slow_call_rate = Gauge::new(
+            "circuit_breaker_slow_call_rate",
+            "Share of slow calls in the breaker's sliding window (breaker.mode failure_rate; 0 otherwise)",
+        )?;
         let breaker_transitions = IntCounterVec::new(
             Opts::new(
                 "circuit_breaker_transitions_total",
@@ -110,6 +123,8 @@ impl Metrics {
         registry.register(Box::new(upstream_requests.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(breaker_state.clone()))?;
+        registry.register(Box::new(breaker_failure_rate.clone()))?;
+        registry.register(Box::new(breaker_slow_call_rate.clone()))?;
         registry.register(Box::new(breaker_transitions.clone()))?;
         registry.register(Box::new(admission_requests.clone()))?;
         registry.register(Box::new(admission_inflight.clone()))?;
@@ -153,6 +168,8 @@ impl Metrics {
                 upstream_requests,
                 upstream_duration,
                 breaker_state,
+                breaker_failure_rate,
+                breaker_slow_call_rate,
                 breaker_transitions,
                 admission_requests,
                 admission_inflight,

@@ -11,7 +11,7 @@ use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
 use serde::Deserialize;
 
 use crate::admission::Limits;
-use crate::breaker::BreakerConfig;
+use crate::breaker::{BreakerConfig, RateWindow, TripRule};
 
 /// The defaults, compiled in: the very file users read, so the two cannot disagree.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -145,11 +145,29 @@ pub struct BreakerSettings {
     pub failure_threshold: u32,
     pub open_seconds: u64,
     pub half_open_probes: u32,
+    /// "consecutive" or "failure_rate" (validated at start-up).
+    pub mode: String,
+    pub window_size: u32,
+    pub minimum_calls: u32,
+    pub failure_rate_threshold: f64,
+    pub slow_call_ms: u64,
+    pub slow_call_rate_threshold: f64,
 }
 
 impl BreakerSettings {
     pub fn machine_config(&self) -> BreakerConfig {
         BreakerConfig {
+            trip: if self.mode == "failure_rate" {
+                TripRule::FailureRate(RateWindow {
+                    size: self.window_size,
+                    minimum_calls: self.minimum_calls,
+                    failure_rate_threshold: self.failure_rate_threshold,
+                    slow_call: Duration::from_millis(self.slow_call_ms),
+                    slow_call_rate_threshold: self.slow_call_rate_threshold,
+                })
+            } else {
+                TripRule::Consecutive
+            },
             failure_threshold: self.failure_threshold,
             open_for: Duration::from_secs(self.open_seconds),
             half_open_probes: self.half_open_probes,
@@ -470,6 +488,31 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         1,
         1000,
     )?;
+    let b = &raw.breaker;
+    check(
+        b.mode == "consecutive" || b.mode == "failure_rate",
+        "breaker.mode",
+        || format!("must be consecutive or failure_rate, got {:?}", b.mode),
+    )?;
+    in_range("breaker.window_size", b.window_size.into(), 1, 10_000)?;
+    in_range(
+        "breaker.minimum_calls",
+        b.minimum_calls.into(),
+        1,
+        b.window_size.into(),
+    )?;
+    in_range("breaker.slow_call_ms", b.slow_call_ms, 0, 60_000)?;
+    for (key, rate) in [
+        ("breaker.failure_rate_threshold", b.failure_rate_threshold),
+        (
+            "breaker.slow_call_rate_threshold",
+            b.slow_call_rate_threshold,
+        ),
+    ] {
+        check(rate.is_finite() && rate > 0.0 && rate <= 1.0, key, || {
+            format!("must be a number above 0 and at most 1, got {rate}")
+        })?;
+    }
     let a = &raw.admission;
     in_range("admission.max_inflight", a.max_inflight.into(), 1, 100_000)?;
     in_range(
@@ -600,6 +643,12 @@ mod tests {
             ("LOAD_SHED__BREAKER__FAILURE_THRESHOLD", "3"),
             ("LOAD_SHED__BREAKER__OPEN_SECONDS", "2"),
             ("LOAD_SHED__BREAKER__HALF_OPEN_PROBES", "4"),
+            ("LOAD_SHED__BREAKER__MODE", "failure_rate"),
+            ("LOAD_SHED__BREAKER__WINDOW_SIZE", "50"),
+            ("LOAD_SHED__BREAKER__MINIMUM_CALLS", "10"),
+            ("LOAD_SHED__BREAKER__FAILURE_RATE_THRESHOLD", "0.4"),
+            ("LOAD_SHED__BREAKER__SLOW_CALL_MS", "150"),
+            ("LOAD_SHED__BREAKER__SLOW_CALL_RATE_THRESHOLD", "0.8"),
             ("LOAD_SHED__ADMISSION__MAX_INFLIGHT", "10"),
             ("LOAD_SHED__ADMISSION__NORMAL_MAX_INFLIGHT", "8"),
             ("LOAD_SHED__ADMISSION__LOW_MAX_INFLIGHT", "5"),
@@ -633,6 +682,16 @@ mod tests {
         assert_eq!(s.breaker.failure_threshold, 3);
         assert_eq!(s.breaker.open_seconds, 2);
         assert_eq!(s.breaker.half_open_probes, 4);
+        assert_eq!(
+            s.breaker.machine_config().trip,
+            TripRule::FailureRate(RateWindow {
+                size: 50,
+                minimum_calls: 10,
+                failure_rate_threshold: 0.4,
+                slow_call: Duration::from_millis(150),
+                slow_call_rate_threshold: 0.8,
+            })
+        );
         assert_eq!(
             s.admission.limits(),
             Limits {
@@ -728,6 +787,17 @@ mod tests {
                 "LOAD_SHED__UPSTREAM__FAIL_STATUS",
                 "200",
                 "upstream.fail_status",
+            ),
+            ("LOAD_SHED__BREAKER__MODE", "rate", "breaker.mode"),
+            (
+                "LOAD_SHED__BREAKER__MINIMUM_CALLS",
+                "101",
+                "breaker.minimum_calls",
+            ),
+            (
+                "LOAD_SHED__BREAKER__FAILURE_RATE_THRESHOLD",
+                "0",
+                "breaker.failure_rate_threshold",
             ),
             (
                 "LOAD_SHED__UPSTREAM__RESET_RATE",

@@ -71,12 +71,15 @@ async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome
     .await;
     let elapsed = started.elapsed();
 
-    pass.finish(match &result {
-        Ok(_) => Verdict::Success,
-        // A caller's own shorter deadline must not open the breaker for everyone else.
-        Err(UpstreamError::Timeout) if !params.full_timeout => Verdict::Neutral,
-        Err(_) => Verdict::Failure,
-    });
+    pass.finish(
+        match &result {
+            Ok(_) => Verdict::Success,
+            // A caller's own shorter deadline must not open the breaker for everyone else.
+            Err(UpstreamError::Timeout) if !params.full_timeout => Verdict::Neutral,
+            Err(_) => Verdict::Failure,
+        },
+        elapsed,
+    );
     if let Err(UpstreamError::Transport(why)) = &result {
         log::debug!("upstream transport failure: {why}");
     }

@@ -26,6 +26,8 @@ pub struct Allow;
 pub struct Record {
     pub ticket: Ticket,
     pub verdict: Verdict,
+    /// How long the call took (the failure-rate rule judges slow calls).
+    pub elapsed: Duration,
 }
 
 /// A call that ended without a verdict (its client went away): frees a probe slot.
@@ -48,6 +50,16 @@ impl BreakerActor {
             gate,
             metrics,
         }
+    }
+
+    /// The failure-rate rule's window, as gauges (0 under the consecutive rule).
+    fn publish_rates(&self) {
+        self.metrics
+            .breaker_failure_rate
+            .set(self.machine.failure_rate());
+        self.metrics
+            .breaker_slow_call_rate
+            .set(self.machine.slow_call_rate());
     }
 
     /// Publishes a transition: gate, gauge, counter, log, and the timer that half-opens it.
@@ -100,9 +112,13 @@ impl Handler<Record> for BreakerActor {
     type Result = ();
 
     fn handle(&mut self, msg: Record, ctx: &mut Self::Context) {
-        if self.machine.record(msg.ticket, msg.verdict, Instant::now()) {
+        let changed =
+            self.machine
+                .record_timed(msg.ticket, msg.verdict, msg.elapsed, Instant::now());
+        if changed {
             self.changed(ctx);
         }
+        self.publish_rates();
     }
 }
 
@@ -129,9 +145,13 @@ impl Pass {
         }
     }
 
-    pub fn finish(mut self, verdict: Verdict) {
+    pub fn finish(mut self, verdict: Verdict, elapsed: Duration) {
         if let Some(ticket) = self.ticket.take() {
-            self.addr.do_send(Record { ticket, verdict });
+            self.addr.do_send(Record {
+                ticket,
+                verdict,
+                elapsed,
+            });
         }
     }
 }

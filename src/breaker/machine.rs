@@ -1,11 +1,44 @@
 //! The breaker's state machine. Pure: no actix, no clock; every method that depends on time takes
 //! `now`, so tests step time by adding durations.
+//!
+//! Two rules open a Closed breaker ([`TripRule`]): `failure_threshold` consecutive failures, or, as
+//! in resilience4j's count-based sliding window, a failure rate or slow-call rate at or above its
+//! threshold over the last `size` calls, once at least `minimum_calls` are in the window. Neutral
+//! verdicts never enter the window; every transition empties it. HalfOpen is the same for both:
+//! `half_open_probes` successes close, one failed probe (in rate mode, a slow one too) re-opens.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The sliding window of the failure-rate rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateWindow {
+    /// Calls the window holds (the last `size` verdicts).
+    pub size: u32,
+    /// Below this many calls in the window, rates are not judged.
+    pub minimum_calls: u32,
+    /// Failure share (0-1] at or above which the breaker opens.
+    pub failure_rate_threshold: f64,
+    /// A call at least this long is slow; zero turns the slow-call rule off.
+    pub slow_call: Duration,
+    /// Slow share (0-1] at or above which the breaker opens.
+    pub slow_call_rate_threshold: f64,
+}
+
+/// What opens a Closed breaker.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TripRule {
+    /// `failure_threshold` consecutive failures.
+    Consecutive,
+    /// A failure or slow-call rate over a sliding window of calls.
+    FailureRate(RateWindow),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BreakerConfig {
-    /// Consecutive failures in Closed that open the breaker.
+    /// What opens the breaker while Closed.
+    pub trip: TripRule,
+    /// Consecutive failures in Closed that open the breaker (rule `Consecutive`).
     pub failure_threshold: u32,
     /// How long Open lasts before the first probe may go through.
     pub open_for: Duration,
@@ -99,6 +132,10 @@ pub struct CircuitBreaker {
     probes_out: u32,
     /// Probes that succeeded in this HalfOpen period.
     probe_successes: u32,
+    /// Rule `FailureRate`: the last calls' (failed, slow), with running counts of each.
+    window: VecDeque<(bool, bool)>,
+    window_failures: u32,
+    window_slow: u32,
 }
 
 /// How long a caller refused in HalfOpen (all probe slots taken) should wait: the probes' verdict is
@@ -114,7 +151,20 @@ impl CircuitBreaker {
             consecutive_failures: 0,
             probes_out: 0,
             probe_successes: 0,
+            window: VecDeque::new(),
+            window_failures: 0,
+            window_slow: 0,
         }
+    }
+
+    /// Share of failed calls in the window (rule `FailureRate`; 0 when empty).
+    pub fn failure_rate(&self) -> f64 {
+        rate(self.window_failures, self.window.len())
+    }
+
+    /// Share of slow calls in the window (rule `FailureRate`; 0 when empty).
+    pub fn slow_call_rate(&self) -> f64 {
+        rate(self.window_slow, self.window.len())
     }
 
     pub fn state(&self) -> State {
@@ -163,15 +213,44 @@ impl CircuitBreaker {
 
     /// Takes a call's ticket back with its verdict. Returns whether the state changed.
     pub fn record(&mut self, ticket: Ticket, verdict: Verdict, now: Instant) -> bool {
+        self.record_timed(ticket, verdict, Duration::ZERO, now)
+    }
+
+    /// [`CircuitBreaker::record`] with the call's duration, which the slow-call rule judges.
+    pub fn record_timed(
+        &mut self,
+        ticket: Ticket,
+        verdict: Verdict,
+        elapsed: Duration,
+        now: Instant,
+    ) -> bool {
         if ticket.generation != self.generation {
             return false; // the call started before the last transition
         }
-        match (self.state, verdict) {
-            (State::Closed, Verdict::Success) => {
+        let slow = match self.config.trip {
+            TripRule::FailureRate(w) => !w.slow_call.is_zero() && elapsed >= w.slow_call,
+            TripRule::Consecutive => false,
+        };
+        match (self.state, verdict, self.config.trip) {
+            (State::Closed, Verdict::Neutral, _) => false,
+            (State::Closed, _, TripRule::FailureRate(w)) => {
+                self.push(verdict == Verdict::Failure, slow, w.size);
+                let judged = self.window.len() >= w.minimum_calls as usize;
+                if judged
+                    && (self.failure_rate() >= w.failure_rate_threshold
+                        || (!w.slow_call.is_zero()
+                            && self.slow_call_rate() >= w.slow_call_rate_threshold))
+                {
+                    self.open(now);
+                    return true;
+                }
+                false
+            }
+            (State::Closed, Verdict::Success, TripRule::Consecutive) => {
                 self.consecutive_failures = 0;
                 false
             }
-            (State::Closed, Verdict::Failure) => {
+            (State::Closed, Verdict::Failure, TripRule::Consecutive) => {
                 self.consecutive_failures += 1;
                 if self.consecutive_failures >= self.config.failure_threshold {
                     self.open(now);
@@ -180,9 +259,14 @@ impl CircuitBreaker {
                     false
                 }
             }
-            (State::HalfOpen, _) if ticket.probe => {
+            (State::HalfOpen, _, _) if ticket.probe => {
                 self.probes_out = self.probes_out.saturating_sub(1);
                 match verdict {
+                    // In rate mode a slow probe is a failed one: the dependency has not recovered.
+                    Verdict::Success if slow => {
+                        self.open(now);
+                        true
+                    }
                     Verdict::Success => {
                         self.probe_successes += 1;
                         if self.probe_successes >= self.config.half_open_probes {
@@ -221,6 +305,30 @@ impl CircuitBreaker {
         self.consecutive_failures = 0;
         self.probes_out = 0;
         self.probe_successes = 0;
+        self.window.clear();
+        self.window_failures = 0;
+        self.window_slow = 0;
+    }
+
+    /// Adds one verdict to the window, dropping the oldest beyond `size`.
+    fn push(&mut self, failed: bool, slow: bool, size: u32) {
+        self.window.push_back((failed, slow));
+        self.window_failures += u32::from(failed);
+        self.window_slow += u32::from(slow);
+        while self.window.len() > size as usize {
+            if let Some((f, s)) = self.window.pop_front() {
+                self.window_failures -= u32::from(f);
+                self.window_slow -= u32::from(s);
+            }
+        }
+    }
+}
+
+fn rate(count: u32, of: usize) -> f64 {
+    if of == 0 {
+        0.0
+    } else {
+        f64::from(count) / of as f64
     }
 }
 
@@ -233,6 +341,7 @@ mod tests {
 
     fn breaker(probes: u32) -> CircuitBreaker {
         CircuitBreaker::new(BreakerConfig {
+            trip: TripRule::Consecutive,
             failure_threshold: 3,
             open_for: OPEN_FOR,
             half_open_probes: probes,
@@ -416,6 +525,108 @@ mod tests {
         b.abandon(stale);
         assert!(b.allow(t2).is_err(), "the stale ticket freed a slot");
         assert!(b.record(second, Verdict::Success, t2));
+    }
+
+    fn rate_breaker(size: u32, minimum_calls: u32, slow_ms: u64) -> CircuitBreaker {
+        CircuitBreaker::new(BreakerConfig {
+            trip: TripRule::FailureRate(RateWindow {
+                size,
+                minimum_calls,
+                failure_rate_threshold: 0.5,
+                slow_call: Duration::from_millis(slow_ms),
+                slow_call_rate_threshold: 0.6,
+            }),
+            failure_threshold: 1, // ignored by the rate rule
+            open_for: OPEN_FOR,
+            half_open_probes: 1,
+        })
+    }
+
+    fn call(b: &mut CircuitBreaker, verdict: Verdict, ms: u64, now: Instant) -> bool {
+        let t = b.allow(now).unwrap();
+        b.record_timed(t, verdict, Duration::from_millis(ms), now)
+    }
+
+    #[test]
+    fn the_rate_rule_waits_for_the_minimum_calls_then_opens_at_the_threshold() {
+        let t0 = Instant::now();
+        let mut b = rate_breaker(10, 4, 0);
+        // Three failures in a row: under the consecutive rule (threshold 1) this would be open.
+        for _ in 0..3 {
+            assert!(!call(&mut b, Verdict::Failure, 1, t0));
+        }
+        assert_eq!(b.state(), State::Closed);
+        assert_eq!(b.failure_rate(), 1.0);
+        // The fourth call brings the window to its minimum: 3 of 4 failed, 75 % >= 50 %.
+        assert!(call(&mut b, Verdict::Success, 1, t0));
+        assert!(matches!(b.state(), State::Open { .. }));
+        // The window starts empty after the transition.
+        assert_eq!(b.failure_rate(), 0.0);
+    }
+
+    #[test]
+    fn the_rate_rule_stays_closed_below_the_threshold_and_forgets_old_calls() {
+        let t0 = Instant::now();
+        let mut b = rate_breaker(4, 4, 0);
+        // Alternating: 2 of 4 would be 50 % and open, so start with successes: S S F S = 25 %.
+        for v in [
+            Verdict::Success,
+            Verdict::Success,
+            Verdict::Failure,
+            Verdict::Success,
+        ] {
+            assert!(!call(&mut b, v, 1, t0));
+        }
+        assert_eq!(b.failure_rate(), 0.25);
+        // Neutral verdicts never enter the window.
+        for _ in 0..5 {
+            assert!(!call(&mut b, Verdict::Neutral, 1, t0));
+        }
+        assert_eq!(b.failure_rate(), 0.25);
+        // The window slides: the failure leaves after four more successes.
+        for _ in 0..4 {
+            assert!(!call(&mut b, Verdict::Success, 1, t0));
+        }
+        assert_eq!(b.failure_rate(), 0.0);
+        assert_eq!(b.state(), State::Closed);
+    }
+
+    #[test]
+    fn slow_successes_open_the_breaker_by_their_own_rate() {
+        let t0 = Instant::now();
+        let mut b = rate_breaker(5, 5, 100);
+        // 3 of 5 successes slower than 100 ms: 60 % slow >= 60 %, no failure at all.
+        for ms in [150, 10, 150, 10] {
+            assert!(!call(&mut b, Verdict::Success, ms, t0));
+        }
+        assert_eq!(b.slow_call_rate(), 0.5);
+        assert!(call(&mut b, Verdict::Success, 100, t0));
+        assert!(matches!(b.state(), State::Open { .. }));
+    }
+
+    #[test]
+    fn a_slow_probe_reopens_under_the_rate_rule() {
+        let t0 = Instant::now();
+        let mut b = rate_breaker(2, 2, 100);
+        call(&mut b, Verdict::Failure, 1, t0);
+        assert!(call(&mut b, Verdict::Failure, 1, t0));
+        let later = t0 + OPEN_FOR;
+        let probe = b.allow(later).unwrap();
+        assert!(b.record_timed(probe, Verdict::Success, Duration::from_millis(500), later));
+        assert_eq!(
+            b.state(),
+            State::Open {
+                probe_at: later + OPEN_FOR
+            }
+        );
+        let probe = b.allow(later + OPEN_FOR).unwrap();
+        assert!(b.record_timed(
+            probe,
+            Verdict::Success,
+            Duration::from_millis(5),
+            later + OPEN_FOR
+        ));
+        assert_eq!(b.state(), State::Closed);
     }
 
     #[test]

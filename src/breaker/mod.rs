@@ -11,4 +11,6 @@ pub mod machine;
 
 pub use actor::{BreakerActor, BreakerHandle, Pass};
 pub use gate::BreakerGate;
-pub use machine::{BreakerConfig, CircuitBreaker, Rejected, State, Ticket, Verdict};
+pub use machine::{
+    BreakerConfig, CircuitBreaker, RateWindow, Rejected, State, Ticket, TripRule, Verdict,
+};

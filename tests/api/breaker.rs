@@ -114,3 +114,41 @@ async fn while_the_probe_is_out_others_get_503_with_a_short_retry_after() {
     app.wait_for("circuit_breaker_state", &[], 0.0, Duration::from_secs(1))
         .await;
 }
+
+#[actix_web::test]
+async fn the_failure_rate_mode_opens_on_a_share_of_failures_that_never_comes_in_a_row() {
+    let env = [
+        ("LOAD_SHED__BREAKER__MODE", "failure_rate"),
+        ("LOAD_SHED__BREAKER__WINDOW_SIZE", "10"),
+        ("LOAD_SHED__BREAKER__MINIMUM_CALLS", "10"),
+        ("LOAD_SHED__BREAKER__FAILURE_RATE_THRESHOLD", "0.5"),
+    ];
+    let rate_mode = spawn_app(&env).await;
+    let consecutive = spawn_app(&[]).await;
+    for app in [&rate_mode, &consecutive] {
+        // Failure, success, failure, ...: 50 % failures, never two in a row.
+        for i in 0..10 {
+            let fail = if i % 2 == 0 { "1" } else { "0" };
+            let status = app
+                .get(&format!("/client?ms=0&fail_rate={fail}"))
+                .await
+                .status;
+            assert!(status == 502 || status == 200, "{status}");
+        }
+    }
+    rate_mode
+        .wait_for("circuit_breaker_state", &[], 1.0, Duration::from_secs(1))
+        .await;
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        state(&consecutive).await,
+        0.0,
+        "the consecutive rule never sees 5 in a row"
+    );
+    assert_eq!(
+        consecutive
+            .metric("circuit_breaker_failure_rate", &[])
+            .await,
+        Some(0.0)
+    );
+}

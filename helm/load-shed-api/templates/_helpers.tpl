@@ -71,6 +71,12 @@ LOAD_SHED__TIMEOUTS__MIN_BUDGET_MS: {{ int64 $c.timeouts.minBudgetMs | quote }}
 LOAD_SHED__BREAKER__FAILURE_THRESHOLD: {{ int64 $c.breaker.failureThreshold | quote }}
 LOAD_SHED__BREAKER__OPEN_SECONDS: {{ int64 $c.breaker.openSeconds | quote }}
 LOAD_SHED__BREAKER__HALF_OPEN_PROBES: {{ int64 $c.breaker.halfOpenProbes | quote }}
+LOAD_SHED__BREAKER__MODE: {{ $c.breaker.mode | quote }}
+LOAD_SHED__BREAKER__WINDOW_SIZE: {{ int64 $c.breaker.windowSize | quote }}
+LOAD_SHED__BREAKER__MINIMUM_CALLS: {{ int64 $c.breaker.minimumCalls | quote }}
+LOAD_SHED__BREAKER__FAILURE_RATE_THRESHOLD: {{ $c.breaker.failureRateThreshold | toString | quote }}
+LOAD_SHED__BREAKER__SLOW_CALL_MS: {{ int64 $c.breaker.slowCallMs | quote }}
+LOAD_SHED__BREAKER__SLOW_CALL_RATE_THRESHOLD: {{ $c.breaker.slowCallRateThreshold | toString | quote }}
 LOAD_SHED__ADMISSION__MAX_INFLIGHT: {{ int64 $c.admission.maxInflight | quote }}
 LOAD_SHED__ADMISSION__NORMAL_MAX_INFLIGHT: {{ int64 $c.admission.normalMaxInflight | quote }}
 LOAD_SHED__ADMISSION__LOW_MAX_INFLIGHT: {{ int64 $c.admission.lowMaxInflight | quote }}
