@@ -8,8 +8,8 @@ use actix_web_prom::{
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::admission::Priority;
@@ -40,6 +40,8 @@ pub struct Metrics {
     pub admission_requests: IntCounterVec,
     pub admission_inflight: IntGauge,
     pub admission_limit: IntGaugeVec,
+    /// The adaptive limiter's latency averages: `window` = short (recent) or long (baseline).
+    pub admission_latency: GaugeVec,
     /// Permits given back, by priority: admitted = released + in flight, always.
     pub admission_released: IntCounterVec,
     /// `http_requests_total{status="499"}`. actix-web-prom records a request when its response body
@@ -101,6 +103,13 @@ impl Metrics {
         )?;
         let admission_inflight =
             IntGauge::new("admission_inflight", "Admitted requests now in flight")?;
+        let admission_latency = GaugeVec::new(
+            Opts::new(
+                "admission_latency_seconds",
+                "Upstream latency as the adaptive limiter sees it: short (recent) and long (baseline) averages",
+            ),
+            &["window"],
+        )?;
         let admission_released = IntCounterVec::new(
             Opts::new(
                 "admission_released_total",
@@ -130,6 +139,7 @@ impl Metrics {
         registry.register(Box::new(admission_inflight.clone()))?;
         registry.register(Box::new(admission_limit.clone()))?;
         registry.register(Box::new(admission_released.clone()))?;
+        registry.register(Box::new(admission_latency.clone()))?;
         registry.register(Box::new(ClientClosedCollector(client_closed.clone())))?;
 
         // Series exist from the first scrape, so dashboards and rate() see zeros, not gaps.
@@ -175,6 +185,7 @@ impl Metrics {
                 admission_inflight,
                 admission_limit,
                 admission_released,
+                admission_latency,
                 client_closed,
             },
             http,

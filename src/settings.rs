@@ -10,7 +10,7 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
 use serde::Deserialize;
 
-use crate::admission::Limits;
+use crate::admission::{Fractions, GradientConfig, Limits};
 use crate::breaker::{BreakerConfig, RateWindow, TripRule};
 
 /// The defaults, compiled in: the very file users read, so the two cannot disagree.
@@ -181,6 +181,12 @@ pub struct AdmissionSettings {
     pub max_inflight: u32,
     pub normal_max_inflight: u32,
     pub low_max_inflight: u32,
+    /// "static" or "adaptive" (validated at start-up).
+    pub mode: String,
+    pub min_limit: u32,
+    pub max_limit: u32,
+    pub normal_fraction: f64,
+    pub low_fraction: f64,
 }
 
 impl AdmissionSettings {
@@ -190,6 +196,23 @@ impl AdmissionSettings {
             normal: self.normal_max_inflight,
             low: self.low_max_inflight,
         }
+    }
+
+    /// The adaptive limiter, when `mode = "adaptive"`, with the class fractions.
+    pub fn adaptive(&self) -> Option<(GradientConfig, Fractions)> {
+        (self.mode == "adaptive").then_some((
+            GradientConfig {
+                min_limit: self.min_limit,
+                max_limit: self.max_limit,
+                smoothing: GradientConfig::DEFAULT_SMOOTHING,
+                tolerance: GradientConfig::DEFAULT_TOLERANCE,
+                long_window: GradientConfig::DEFAULT_LONG_WINDOW,
+            },
+            Fractions {
+                normal: self.normal_fraction,
+                low: self.low_fraction,
+            },
+        ))
     }
 }
 
@@ -541,6 +564,36 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             )
         },
     )?;
+    check(
+        a.mode == "static" || a.mode == "adaptive",
+        "admission.mode",
+        || format!("must be static or adaptive, got {:?}", a.mode),
+    )?;
+    in_range("admission.min_limit", a.min_limit.into(), 3, 100_000)?;
+    in_range(
+        "admission.max_limit",
+        a.max_limit.into(),
+        a.min_limit.into(),
+        100_000,
+    )?;
+    check(
+        0.0 < a.low_fraction && a.low_fraction < a.normal_fraction && a.normal_fraction < 1.0,
+        "admission.low_fraction",
+        || {
+            format!(
+                "0 < low_fraction ({}) < normal_fraction ({}) < 1 is required",
+                a.low_fraction, a.normal_fraction
+            )
+        },
+    )?;
+    if a.mode == "adaptive" {
+        in_range(
+            "admission.max_inflight",
+            a.max_inflight.into(),
+            a.min_limit.into(),
+            a.max_limit.into(),
+        )?;
+    }
     in_range(
         "shutdown.grace_seconds",
         raw.shutdown.grace_seconds,
@@ -652,6 +705,11 @@ mod tests {
             ("LOAD_SHED__ADMISSION__MAX_INFLIGHT", "10"),
             ("LOAD_SHED__ADMISSION__NORMAL_MAX_INFLIGHT", "8"),
             ("LOAD_SHED__ADMISSION__LOW_MAX_INFLIGHT", "5"),
+            ("LOAD_SHED__ADMISSION__MODE", "adaptive"),
+            ("LOAD_SHED__ADMISSION__MIN_LIMIT", "4"),
+            ("LOAD_SHED__ADMISSION__MAX_LIMIT", "40"),
+            ("LOAD_SHED__ADMISSION__NORMAL_FRACTION", "0.8"),
+            ("LOAD_SHED__ADMISSION__LOW_FRACTION", "0.5"),
             ("LOAD_SHED__SHUTDOWN__GRACE_SECONDS", "0"),
             ("LOAD_SHED__SERVER__CLIENT_REQUEST_TIMEOUT_MS", "1500"),
             ("LOAD_SHED__SERVER__KEEP_ALIVE_SECONDS", "0"),
@@ -701,6 +759,9 @@ mod tests {
             }
         );
         assert_eq!(s.shutdown.grace_seconds, 0);
+        let (gradient, fractions) = s.admission.adaptive().unwrap();
+        assert_eq!((gradient.min_limit, gradient.max_limit), (4, 40));
+        assert_eq!((fractions.normal, fractions.low), (0.8, 0.5));
         assert_eq!(s.server.client_request_timeout_ms, 1500);
         assert_eq!(s.server.keep_alive_seconds, 0);
         assert_eq!(s.server.max_connections, 100);
@@ -789,6 +850,17 @@ mod tests {
                 "upstream.fail_status",
             ),
             ("LOAD_SHED__BREAKER__MODE", "rate", "breaker.mode"),
+            ("LOAD_SHED__ADMISSION__MODE", "auto", "admission.mode"),
+            (
+                "LOAD_SHED__ADMISSION__MIN_LIMIT",
+                "2",
+                "admission.min_limit",
+            ),
+            (
+                "LOAD_SHED__ADMISSION__LOW_FRACTION",
+                "0.95",
+                "admission.low_fraction",
+            ),
             (
                 "LOAD_SHED__BREAKER__MINIMUM_CALLS",
                 "101",

@@ -92,7 +92,11 @@ impl Application {
             };
             let state = web::Data::new(ApiState {
                 metrics: metrics.clone(),
-                admission: AdmissionHandle::start(settings.admission.limits(), metrics.clone()),
+                admission: AdmissionHandle::start(
+                    settings.admission.limits(),
+                    settings.admission.adaptive(),
+                    metrics.clone(),
+                ),
                 breaker: BreakerHandle::start(settings.breaker.machine_config(), metrics.clone()),
                 upstream_url,
                 defaults: ClientDefaults {

@@ -9,10 +9,12 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::machine::{Admission, Limits, PermitToken, Priority, Shed};
+use super::adaptive::{GradientConfig, GradientLimiter};
+use super::machine::{Admission, Fractions, Limits, PermitToken, Priority, Shed};
 use crate::metrics::Metrics;
 
 /// `send(Acquire)` waits for room rather than failing when full; `Release` uses `do_send`, which
@@ -27,6 +29,13 @@ pub struct Acquire {
     pub path: &'static str,
 }
 
+/// One admitted upstream call's latency, for the adaptive limiter.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Sample {
+    pub latency: Duration,
+}
+
 /// Gives one slot back.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -36,12 +45,27 @@ pub struct Release {
 
 pub struct AdmissionActor {
     machine: Admission,
+    /// The ceilings as handlers read them (high, normal, low), published on every change.
+    ceilings: Arc<[AtomicU32; 3]>,
+    /// Adaptive mode: the limiter and the lower classes' shares of its limit.
+    adaptive: Option<(GradientLimiter, Fractions)>,
     /// Admitted permits not yet dropped: read by handlers for the fast shed.
     inflight: Arc<AtomicU32>,
     metrics: Metrics,
 }
 
 impl AdmissionActor {
+    fn publish_limits(&self) {
+        let limits = self.machine.limits();
+        for (i, p) in Priority::ALL.into_iter().enumerate() {
+            self.ceilings[i].store(limits.ceiling(p), Ordering::Release);
+            self.metrics
+                .admission_limit
+                .with_label_values(&[p.as_str()])
+                .set(i64::from(limits.ceiling(p)));
+        }
+    }
+
     fn publish(&self) {
         self.metrics
             .admission_inflight
@@ -54,13 +78,7 @@ impl Actor for AdmissionActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        let limits = self.machine.limits();
-        for p in Priority::ALL {
-            self.metrics
-                .admission_limit
-                .with_label_values(&[p.as_str()])
-                .set(i64::from(limits.ceiling(p)));
-        }
+        self.publish_limits();
         self.publish();
     }
 }
@@ -82,6 +100,31 @@ impl Handler<Acquire> for AdmissionActor {
             addr: ctx.address(),
             inflight: self.inflight.clone(),
         })
+    }
+}
+
+impl Handler<Sample> for AdmissionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Sample, _: &mut Self::Context) {
+        let Some((limiter, fractions)) = &mut self.adaptive else {
+            return;
+        };
+        let before = limiter.limit();
+        let limit = limiter.on_sample(msg.latency, self.machine.inflight());
+        let (short, long) = limiter.latencies();
+        let fractions = *fractions;
+        for (window, value) in [("short", short), ("long", long)] {
+            self.metrics
+                .admission_latency
+                .with_label_values(&[window])
+                .set(value.as_secs_f64());
+        }
+        if limit != before {
+            self.machine
+                .set_limits(Limits::from_limit(limit, fractions));
+            self.publish_limits();
+        }
     }
 }
 
@@ -130,16 +173,31 @@ fn count_decision(metrics: &Metrics, path: &str, priority: Priority, admitted: b
 pub struct AdmissionHandle {
     addr: Addr<AdmissionActor>,
     inflight: Arc<AtomicU32>,
-    limits: Limits,
+    /// The ceilings in force (high, normal, low), as the actor last published them.
+    ceilings: Arc<[AtomicU32; 3]>,
+    /// Whether latency samples feed an adaptive limiter.
+    adaptive: bool,
     metrics: Metrics,
 }
 
 impl AdmissionHandle {
-    /// Starts the one `AdmissionActor` on the current arbiter.
-    pub fn start(limits: Limits, metrics: Metrics) -> Self {
+    /// Starts the one `AdmissionActor` on the current arbiter. With `adaptive`, the limiter starts
+    /// at `limits.high` and the lower classes get their fractions of it.
+    pub fn start(
+        limits: Limits,
+        adaptive: Option<(GradientConfig, Fractions)>,
+        metrics: Metrics,
+    ) -> Self {
+        let limits = match adaptive {
+            Some((_, fractions)) => Limits::from_limit(limits.high, fractions),
+            None => limits,
+        };
+        let ceilings = Arc::new(Priority::ALL.map(|p| AtomicU32::new(limits.ceiling(p))));
         let inflight = Arc::new(AtomicU32::new(0));
         let addr = AdmissionActor {
             machine: Admission::new(limits),
+            ceilings: ceilings.clone(),
+            adaptive: adaptive.map(|(config, f)| (GradientLimiter::new(config, limits.high), f)),
             inflight: inflight.clone(),
             metrics: metrics.clone(),
         }
@@ -147,13 +205,26 @@ impl AdmissionHandle {
         Self {
             addr,
             inflight,
-            limits,
+            ceilings,
+            adaptive: adaptive.is_some(),
             metrics,
         }
     }
 
+    /// Reports an admitted upstream call's latency to the adaptive limiter (no-op when static).
+    pub fn sample(&self, latency: Duration) {
+        if self.adaptive {
+            self.addr.do_send(Sample { latency });
+        }
+    }
+
     fn has_room(&self, priority: Priority) -> bool {
-        self.inflight.load(Ordering::Acquire) < self.limits.ceiling(priority)
+        let class = match priority {
+            Priority::High => 0,
+            Priority::Normal => 1,
+            Priority::Low => 2,
+        };
+        self.inflight.load(Ordering::Acquire) < self.ceilings[class].load(Ordering::Acquire)
     }
 
     /// Decides admission by the current in-flight count without taking a slot, for a request that

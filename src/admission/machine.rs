@@ -56,6 +56,24 @@ impl Limits {
     }
 }
 
+/// Shares of the live limit for the lower classes (adaptive mode).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fractions {
+    pub normal: f64,
+    pub low: f64,
+}
+
+impl Limits {
+    /// The ceilings for a live limit: high gets it all, normal and low their fractions, always
+    /// with low < normal < high (for a limit of at least 3).
+    pub fn from_limit(limit: u32, f: Fractions) -> Self {
+        let high = limit.max(3);
+        let normal = ((f64::from(high) * f.normal) as u32).clamp(2, high - 1);
+        let low = ((f64::from(high) * f.low) as u32).clamp(1, normal - 1);
+        Self { high, normal, low }
+    }
+}
+
 /// A refused request: the ceiling of its class was reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shed;
@@ -98,6 +116,12 @@ impl Admission {
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// New ceilings (adaptive mode). Requests in flight keep their slots; if the count is now
+    /// above a ceiling, that class is shed until enough of them finish.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     pub fn inflight(&self) -> u32 {

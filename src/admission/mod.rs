@@ -6,7 +6,9 @@
 //!   slot back exactly once, and [`AdmissionHandle`], what routes hold.
 
 pub mod actor;
+pub mod adaptive;
 pub mod machine;
 
 pub use actor::{AdmissionActor, AdmissionHandle, Permit};
-pub use machine::{Admission, Limits, PermitToken, Priority, Shed};
+pub use adaptive::{GradientConfig, GradientLimiter};
+pub use machine::{Admission, Fractions, Limits, PermitToken, Priority, Shed};

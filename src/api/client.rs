@@ -80,8 +80,10 @@ async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome
         },
         elapsed,
     );
-    if let Err(UpstreamError::Transport(why)) = &result {
-        log::debug!("upstream transport failure: {why}");
+    match &result {
+        // A refused or broken connection says nothing about how loaded the dependency is.
+        Err(UpstreamError::Transport(why)) => log::debug!("upstream transport failure: {why}"),
+        _ => state.admission.sample(elapsed),
     }
     let outcome = match result {
         Ok(reported_ms) => Outcome::Ok {

@@ -127,3 +127,62 @@ async fn a_client_is_never_shed_by_the_slot_of_its_own_previous_request() {
     }
     assert_eq!(shed, 0, "{shed} of 300 sequential requests were shed");
 }
+
+#[actix_web::test]
+async fn the_adaptive_limit_falls_when_the_dependency_starts_queueing() {
+    // The dependency serves 4 calls at once (50 ms each): 80 calls/s. 40 clients make it queue.
+    let app = spawn_app(&[
+        ("LOAD_SHED__ADMISSION__MODE", "adaptive"),
+        ("LOAD_SHED__UPSTREAM__CONCURRENCY", "4"),
+        ("LOAD_SHED__UPSTREAM__LATENCY_MS", "50"),
+        ("LOAD_SHED__TIMEOUTS__UPSTREAM_MS", "5000"),
+    ])
+    .await;
+    let high = |text: &str| {
+        crate::helpers::series_value(text, "admission_limit", &[("priority", "high")]).unwrap()
+    };
+    let text = app.metrics().await;
+    assert_eq!(high(&text), 50.0, "starts at max_inflight");
+    // Lower classes get their fractions of the live limit.
+    assert_eq!(
+        crate::helpers::series_value(&text, "admission_limit", &[("priority", "low")]),
+        Some(35.0)
+    );
+
+    let url = app.url("/client?priority=high");
+    let clients: Vec<_> = (0..40)
+        .map(|_| {
+            let url = url.clone();
+            actix_web::rt::spawn(async move {
+                let client = awc::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .finish();
+                let until = std::time::Instant::now() + Duration::from_secs(3);
+                while std::time::Instant::now() < until {
+                    if let Ok(mut res) = client.get(&url).send().await {
+                        let _ = res.body().await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let text = app.metrics().await;
+    let limit = high(&text);
+    assert!(
+        limit < 30.0,
+        "the limit should have fallen from 50, is {limit}"
+    );
+    assert!(limit >= 5.0, "never below min_limit: {limit}");
+    let short =
+        crate::helpers::series_value(&text, "admission_latency_seconds", &[("window", "short")])
+            .unwrap();
+    assert!(
+        short > 0.05,
+        "queueing shows in the recent latency: {short}"
+    );
+    // The excess was shed with 429s instead of waiting in the dependency's queue.
+    assert!(crate::helpers::client_decisions(&text, "high", "shed").unwrap() > 0.0);
+}

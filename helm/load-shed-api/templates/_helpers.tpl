@@ -80,6 +80,11 @@ LOAD_SHED__BREAKER__SLOW_CALL_RATE_THRESHOLD: {{ $c.breaker.slowCallRateThreshol
 LOAD_SHED__ADMISSION__MAX_INFLIGHT: {{ int64 $c.admission.maxInflight | quote }}
 LOAD_SHED__ADMISSION__NORMAL_MAX_INFLIGHT: {{ int64 $c.admission.normalMaxInflight | quote }}
 LOAD_SHED__ADMISSION__LOW_MAX_INFLIGHT: {{ int64 $c.admission.lowMaxInflight | quote }}
+LOAD_SHED__ADMISSION__MODE: {{ $c.admission.mode | quote }}
+LOAD_SHED__ADMISSION__MIN_LIMIT: {{ int64 $c.admission.minLimit | quote }}
+LOAD_SHED__ADMISSION__MAX_LIMIT: {{ int64 $c.admission.maxLimit | quote }}
+LOAD_SHED__ADMISSION__NORMAL_FRACTION: {{ $c.admission.normalFraction | toString | quote }}
+LOAD_SHED__ADMISSION__LOW_FRACTION: {{ $c.admission.lowFraction | toString | quote }}
 LOAD_SHED__SHUTDOWN__GRACE_SECONDS: {{ int64 $c.shutdown.graceSeconds | quote }}
 {{ include "load-shed-api.serverEnv" . }}
 RUST_LOG: {{ .Values.logLevel | quote }}
