@@ -1,10 +1,11 @@
 //! The adaptive concurrency limit (`admission.mode = "adaptive"`): a gradient limiter in the spirit
 //! of Netflix's Gradient2 and Envoy's adaptive concurrency filter. Pure: no actix, no clock.
 //!
-//! Every admitted upstream call reports its latency. Two exponentially weighted averages follow it:
-//! a short one (the last few calls) and a long one (the last `long_window` calls, the baseline).
-//! When the dependency starts queueing, the short average rises above the long one and the
-//! gradient `tolerance · long / short`, clamped to [0.5, 1], falls below 1:
+//! Every admitted upstream call reports its latency. A short exponentially weighted average follows
+//! the last few calls; the baseline is the minimum latency seen over the last one or two windows of
+//! `long_window` calls (an average would drift up with the very queueing it should detect). When
+//! the dependency starts queueing, the short average rises above the baseline and the gradient
+//! `tolerance · baseline / short`, clamped to [0.5, 1], falls below 1:
 //!
 //! ```text
 //! new   = limit · gradient + √limit          (√limit: room to probe for more capacity)
@@ -14,8 +15,8 @@
 //! With a steady latency the gradient is 1 and the limit grows by about √limit per sample, so it
 //! finds the capacity from below; when latency climbs past `tolerance` times the baseline it
 //! shrinks, sheding the excess with fast 429s before timeouts pile up. The limit does not grow while
-//! less than half of it is in use (nothing was learned about higher concurrency), and the baseline
-//! drifts down when the short average stays far below it, so a dependency that got faster is noticed.
+//! less than half of it is in use (nothing was learned about higher concurrency). The baseline is
+//! renewed every window, so a dependency that got slower for good is eventually taken as it is.
 
 use std::time::Duration;
 
@@ -45,7 +46,11 @@ pub struct GradientLimiter {
     limit: f64,
     /// Seconds; zero until the first sample.
     short: f64,
-    long: f64,
+    /// Minimum latency of the current window of samples, and of the one before (seconds).
+    window_min: f64,
+    previous_min: f64,
+    /// Samples taken in the current window.
+    in_window: u32,
 }
 
 impl GradientLimiter {
@@ -54,7 +59,9 @@ impl GradientLimiter {
             config,
             limit: f64::from(initial.clamp(config.min_limit, config.max_limit)),
             short: 0.0,
-            long: 0.0,
+            window_min: f64::INFINITY,
+            previous_min: f64::INFINITY,
+            in_window: 0,
         }
     }
 
@@ -63,30 +70,36 @@ impl GradientLimiter {
         self.limit.floor() as u32
     }
 
-    /// The short and long latency averages (the recent sample and the baseline).
+    /// The recent latency (short average) and the baseline (windowed minimum).
     pub fn latencies(&self) -> (Duration, Duration) {
+        let baseline = self.baseline();
         (
             Duration::from_secs_f64(self.short),
-            Duration::from_secs_f64(self.long),
+            Duration::from_secs_f64(if baseline.is_finite() { baseline } else { 0.0 }),
         )
+    }
+
+    fn baseline(&self) -> f64 {
+        self.window_min.min(self.previous_min)
     }
 
     /// Takes one admitted call's latency, with `inflight` calls in flight when it ended.
     /// Returns the limit now in force.
     pub fn on_sample(&mut self, latency: Duration, inflight: u32) -> u32 {
         let rtt = latency.as_secs_f64().max(1e-6);
-        if self.long == 0.0 {
+        self.in_window += 1;
+        self.window_min = self.window_min.min(rtt);
+        if self.in_window >= self.config.long_window {
+            self.previous_min = self.window_min;
+            self.window_min = f64::INFINITY;
+            self.in_window = 0;
+        }
+        if self.short == 0.0 {
             self.short = rtt;
-            self.long = rtt;
             return self.limit();
         }
         self.short += (rtt - self.short) * (2.0 / (GradientConfig::SHORT_WINDOW + 1.0));
-        self.long += (rtt - self.long) * (2.0 / (f64::from(self.config.long_window) + 1.0));
-        // A dependency that got faster: let the baseline follow.
-        if self.long / self.short > 2.0 {
-            self.long *= 0.95;
-        }
-        let gradient = (self.config.tolerance * self.long / self.short).clamp(0.5, 1.0);
+        let gradient = (self.config.tolerance * self.baseline() / self.short).clamp(0.5, 1.0);
         // Too little in use to learn anything about a higher limit: only shrink.
         if gradient >= 1.0 && f64::from(inflight) < self.limit / 2.0 {
             return self.limit();
