@@ -418,6 +418,21 @@ fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError
     })
 }
 
+/// A probability: a finite number in [0, 1].
+fn probability(key: &str, value: f64) -> Result<(), ConfigError> {
+    check(
+        value.is_finite() && (0.0..=1.0).contains(&value),
+        key,
+        || format!("must be a number between 0 and 1, got {value}"),
+    )
+}
+
+fn one_of(key: &str, value: &str, allowed: &[&str]) -> Result<(), ConfigError> {
+    check(allowed.contains(&value), key, || {
+        format!("must be {}, got {value:?}", allowed.join(" or "))
+    })
+}
+
 fn listen_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|_| {
         ConfigError::new(
@@ -471,25 +486,15 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
     in_range("upstream.workers", raw.upstream.workers, 0, 256)?;
     in_range("upstream.latency_ms", raw.upstream.latency_ms, 0, 5000)?;
     let fail_rate = raw.upstream.fail_rate;
-    check(
-        fail_rate.is_finite() && (0.0..=1.0).contains(&fail_rate),
-        "upstream.fail_rate",
-        || format!("must be a number between 0 and 1, got {fail_rate}"),
-    )?;
+    probability("upstream.fail_rate", fail_rate)?;
     let up = &raw.upstream;
     in_range("upstream.concurrency", up.concurrency, 0, 100_000)?;
     in_range("upstream.jitter_ms", up.jitter_ms, 0, 5000)?;
     in_range("upstream.tail_ms", up.tail_ms, 0, 60_000)?;
     in_range("upstream.fail_status", up.fail_status.into(), 400, 599)?;
-    for (key, rate) in [
-        ("upstream.tail_rate", up.tail_rate),
-        ("upstream.hang_rate", up.hang_rate),
-        ("upstream.reset_rate", up.reset_rate),
-    ] {
-        check(rate.is_finite() && (0.0..=1.0).contains(&rate), key, || {
-            format!("must be a number between 0 and 1, got {rate}")
-        })?;
-    }
+    probability("upstream.tail_rate", up.tail_rate)?;
+    probability("upstream.hang_rate", up.hang_rate)?;
+    probability("upstream.reset_rate", up.reset_rate)?;
     in_range("timeouts.upstream_ms", raw.timeouts.upstream_ms, 1, 10_000)?;
     in_range(
         "timeouts.min_budget_ms",
@@ -512,11 +517,7 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         1000,
     )?;
     let b = &raw.breaker;
-    check(
-        b.mode == "consecutive" || b.mode == "failure_rate",
-        "breaker.mode",
-        || format!("must be consecutive or failure_rate, got {:?}", b.mode),
-    )?;
+    one_of("breaker.mode", &b.mode, &["consecutive", "failure_rate"])?;
     in_range("breaker.window_size", b.window_size.into(), 1, 10_000)?;
     in_range(
         "breaker.minimum_calls",
@@ -564,11 +565,7 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             )
         },
     )?;
-    check(
-        a.mode == "static" || a.mode == "adaptive",
-        "admission.mode",
-        || format!("must be static or adaptive, got {:?}", a.mode),
-    )?;
+    one_of("admission.mode", &a.mode, &["static", "adaptive"])?;
     in_range("admission.min_limit", a.min_limit.into(), 3, 100_000)?;
     in_range(
         "admission.max_limit",
