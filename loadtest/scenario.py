@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""Static vs adaptive admission when the dependency loses capacity mid-run. Loopback, bounded (~1 min).
+"""Static vs adaptive admission when the dependency loses capacity mid-run. Loopback, bounded (~3 min).
 
 An api (role api) and a simulated upstream (role upstream, 50 ms per call) run as separate
 processes. Constant offered load: 400 clients at 5 req/s each (2000 req/s), from 8 staggered hey
-processes. Phase 1 (15 s): the upstream serves 50 calls at once (capacity 1000/s). Phase 2 (20 s):
-it is replaced by one serving 10 at once (capacity 200/s), as when a dependency loses replicas.
-The whole run is done twice, with admission.mode static and adaptive; each phase reports goodput
-(200/s), admitted p50/p99, counts of 429/502/503/504 and breaker openings.
+processes. The upstream serves 50 calls at once (capacity 1000/s) until, 15 s into the load, it
+loses capacity (upstream.degrade_after_seconds): from then on it serves 10 at once (200/s), as when
+a dependency loses replicas. Nothing restarts, so every failure seen is the capacity loss's doing.
+Each run reports, per phase (before the drop, its first 5 s, the 20 s after), goodput (200/s),
+admitted p50/p99, counts of 429/502/503/504, breaker openings and the live limit; and goodput
+second by second. Runs: admission static and adaptive, each with the default (consecutive)
+breaker and with breaker.mode = failure_rate.
 
-Usage: cargo build --release && python3 loadtest/scenario.py [--record]
+Usage: cargo build --release && python3 loadtest/scenario.py [--record] [--runs static/consecutive,...]
 Needs: hey (apt-get install -y hey)
 """
 
@@ -26,8 +29,10 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PHASES = [("capacity 1000/s (concurrency 50)", 50, 15), ("capacity 200/s (concurrency 10)", 10, 20)]
+BEFORE, AFTER, SETTLE = 15, 25, 5  # seconds before the drop, after it, and of those the first (transient)
+CAPACITY = (50, 10)  # upstream.concurrency before and after the drop (50 ms per call: 1000/s, 200/s)
 CLIENTS, GROUPS, RATE = 400, 8, 5
+RUNS = [("static", "consecutive"), ("adaptive", "consecutive"), ("static", "failure_rate"), ("adaptive", "failure_rate")]
 
 
 def free_port():
@@ -77,93 +82,108 @@ def percentile(values, q):
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-def run(mode, binary, workdir):
+def run(mode, breaker, binary, workdir):
     up_port, api_port = free_port(), free_port()
     base = {"PATH": os.environ["PATH"], "RUST_LOG": "warn"}
+    name = f"{mode}-{breaker}"
     api_env = {**base, "LOAD_SHED__ROLE": "api", "LOAD_SHED__API__LISTEN": f"127.0.0.1:{api_port}",
-               "LOAD_SHED__API__UPSTREAM_URL": f"http://127.0.0.1:{up_port}", "LOAD_SHED__ADMISSION__MODE": mode}
+               "LOAD_SHED__API__UPSTREAM_URL": f"http://127.0.0.1:{up_port}", "LOAD_SHED__ADMISSION__MODE": mode,
+               "LOAD_SHED__BREAKER__MODE": breaker}
     api = f"http://127.0.0.1:{api_port}"
-
-    def upstream(concurrency):
-        env = {**base, "LOAD_SHED__ROLE": "upstream", "LOAD_SHED__UPSTREAM__LISTEN": f"127.0.0.1:{up_port}",
-               "LOAD_SHED__UPSTREAM__CONCURRENCY": str(concurrency), "LOAD_SHED__UPSTREAM__LATENCY_MS": "50",
-               "LOAD_SHED__SHUTDOWN__GRACE_SECONDS": "0"}
-        p = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=open(workdir / f"{mode}-up.log", "ab"))
-        wait_up(f"http://127.0.0.1:{up_port}/healthz", p)
-        return p
-
-    up = upstream(PHASES[0][1])
-    api_proc = subprocess.Popen([binary], env=api_env, stdout=subprocess.DEVNULL, stderr=open(workdir / f"{mode}-api.log", "wb"))
+    # The api first, so the upstream's clock (its degrade timer) starts just before the load.
+    api_proc = subprocess.Popen([binary], env=api_env, stdout=subprocess.DEVNULL, stderr=open(workdir / f"{name}-api.log", "wb"))
     wait_up(f"{api}/healthz", api_proc)
-    total = sum(p[2] for p in PHASES)
-    heys, files = [], []
+    up_env = {**base, "LOAD_SHED__ROLE": "upstream", "LOAD_SHED__UPSTREAM__LISTEN": f"127.0.0.1:{up_port}",
+              "LOAD_SHED__UPSTREAM__LATENCY_MS": "50", "LOAD_SHED__UPSTREAM__CONCURRENCY": str(CAPACITY[0]),
+              "LOAD_SHED__UPSTREAM__DEGRADED_CONCURRENCY": str(CAPACITY[1]),
+              "LOAD_SHED__UPSTREAM__DEGRADE_AFTER_SECONDS": str(BEFORE + 1), "LOAD_SHED__SHUTDOWN__GRACE_SECONDS": "0"}
+    up_started = time.time()
+    up = subprocess.Popen([binary], env=up_env, stdout=subprocess.DEVNULL, stderr=open(workdir / f"{name}-up.log", "wb"))
+    wait_up(f"http://127.0.0.1:{up_port}/healthz", up)
+    drop = up_started + BEFORE + 1
+    # Load starts one second before the drop minus BEFORE; runs until AFTER seconds past it.
+    time.sleep(max(0.0, drop - BEFORE - time.time()))
     start = time.time()
+    total = drop + AFTER - start
+    heys, files = [], []
     for g in range(GROUPS):
-        path = workdir / f"{mode}-{g}.csv"
+        path = workdir / f"{name}-{g}.csv"
         out = open(path, "w")
         files.append((path, out))
-        heys.append(subprocess.Popen(["hey", "-z", f"{total}s", "-c", str(CLIENTS // GROUPS), "-q", str(RATE),
+        heys.append(subprocess.Popen(["hey", "-z", f"{total:.1f}s", "-c", str(CLIENTS // GROUPS), "-q", str(RATE),
                                       "-t", "5", "-o", "csv", f"{api}/client"], stdout=out, stderr=subprocess.DEVNULL))
         time.sleep(1.0 / RATE / GROUPS)
-    boundaries, opens = [start], [metric(api, "circuit_breaker_transitions_total", to="open")]
-    limits = []
-    for i, (_, _, seconds) in enumerate(PHASES):
-        phase_end = boundaries[-1] + seconds
-        while time.time() < phase_end:
-            limits.append((i, metric(api, "admission_limit", priority="normal")))
-            time.sleep(1)
-        opens.append(metric(api, "circuit_breaker_transitions_total", to="open"))
-        boundaries.append(time.time())
-        if i + 1 < len(PHASES):
-            stop(up)  # the dependency loses capacity
-            up = upstream(PHASES[i + 1][1])
+    samples = []  # (time, high limit, breaker openings so far)
+    while time.time() < start + total:
+        samples.append((time.time(), metric(api, "admission_limit", priority="high"),
+                        metric(api, "circuit_breaker_transitions_total", to="open")))
+        time.sleep(0.5)
     for h in heys:
         h.wait(timeout=60)
+    samples.append((time.time(), metric(api, "admission_limit", priority="high"),
+                    metric(api, "circuit_breaker_transitions_total", to="open")))
     stop(api_proc)
     stop(up)
-    # hey's CSV: response-time and the offset from its start; group rows by phase.
+    # hey's CSV: response-time and the offset from its start; a request belongs to the phase it ended in.
     rows = []
     for g, (path, out) in enumerate(files):
         out.close()
         with open(path) as f:
             for r in csv.DictReader(f):
-                t = start + g / RATE / GROUPS + float(r["offset"])
-                rows.append((t, r["status-code"], float(r["response-time"]) * 1000))
+                took = float(r["response-time"])
+                t = start + g / RATE / GROUPS + float(r["offset"]) + took
+                rows.append((t, r["status-code"], took * 1000))
+    phases = [("before the drop (1000/s)", start, drop), (f"drop +0-{SETTLE} s (200/s)", drop, drop + SETTLE),
+              (f"drop +{SETTLE}-{AFTER} s (200/s)", drop + SETTLE, drop + AFTER)]
     results = []
-    for i, (name, _, seconds) in enumerate(PHASES):
-        lo, hi = boundaries[i], boundaries[i + 1]
+    for label, lo, hi in phases:
         phase = [r for r in rows if lo <= r[0] < hi]
         ok = [r[2] for r in phase if r[1] == "200"]
         count = {s: sum(1 for r in phase if r[1] == s) for s in ("200", "429", "502", "503", "504")}
-        lim = [l for p, l in limits if p == i]
-        results.append({"phase": name, "goodput": len(ok) / (hi - lo), "p50": percentile(ok, 50), "p99": percentile(ok, 99),
-                        "count": count, "opens": opens[i + 1] - opens[i],
-                        "normal_limit": f"{min(lim):.0f}–{max(lim):.0f}" if lim else "-"})
-    return results
+        inside = [x for x in samples if lo <= x[0] < hi]
+        lim = [x[1] for x in inside]
+        before = [x[2] for x in samples if x[0] < lo]
+        after = [x[2] for x in samples if x[0] < hi]
+        opens = (after[-1] if after else 0) - (before[-1] if before else 0)
+        results.append({"phase": label, "goodput": len(ok) / (hi - lo), "p50": percentile(ok, 50), "p99": percentile(ok, 99),
+                        "count": count, "opens": opens, "limit": f"{min(lim):.0f}–{max(lim):.0f}" if lim else "-"})
+    per_second = [sum(1 for r in rows if r[1] == "200" and drop + s <= r[0] < drop + s + 1) for s in range(-5, AFTER)]
+    return results, per_second
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--binary", default=str(ROOT / "target/release/load-shed-api"))
     p.add_argument("--record", action="store_true", help="append to loadtest/RESULTS.md")
+    p.add_argument("--runs", default=",".join(f"{m}/{b}" for m, b in RUNS),
+                   help="admission/breaker pairs, comma-separated (default: all four)")
     args = p.parse_args()
+    runs = [tuple(r.split("/")) for r in args.runs.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="load-shed-scenario-"))
-    lines = ["| admission | phase | goodput (200/s) | admitted p50 / p99 ms | 429 | 502 | 503 | 504 | breaker opened | normal limit |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for mode in ("static", "adaptive"):
-        for r in run(mode, args.binary, workdir):
+    lines = ["| admission | breaker | phase | goodput (200/s) | admitted p50 / p99 ms | 429 | 502 | 503 | 504 | breaker opened | live limit (high) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    series = []
+    for mode, breaker in runs:
+        results, per_second = run(mode, breaker, args.binary, workdir)
+        for r in results:
             c = r["count"]
-            lines.append(f"| {mode} | {r['phase']} | {r['goodput']:.0f} | {r['p50']:.0f} / {r['p99']:.0f} | {c['429']} | {c['502']} "
-                         f"| {c['503']} | {c['504']} | {r['opens']:.0f} | {r['normal_limit']} |")
+            lines.append(f"| {mode} | {breaker} | {r['phase']} | {r['goodput']:.0f} | {r['p50']:.0f} / {r['p99']:.0f} | {c['429']} "
+                         f"| {c['502']} | {c['503']} | {c['504']} | {r['opens']:.0f} | {r['limit']} |")
             print(lines[-1], flush=True)
+        series.append(f"- {mode} / {breaker}: " + " ".join(str(n) for n in per_second[:5]) + " **|** "
+                      + " ".join(str(n) for n in per_second[5:]))
+        print(series[-1], flush=True)
     if args.record:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         with open(ROOT / "loadtest/RESULTS.md", "a") as f:
-            f.write(f"## Scenario {stamp} — commit {commit}: static vs adaptive admission, capacity drop\n\n"
-                    f"Command: `python3 loadtest/scenario.py --record` (release build, {os.cpu_count()} cores). "
+            f.write(f"## Scenario {stamp} — commit {commit}{'-dirty' if dirty else ''}: static vs adaptive admission, capacity drop\n\n"
+                    f"Command: `python3 loadtest/scenario.py --record` (release build, {os.cpu_count()} cores, load tool on the same cores). "
                     f"Offered: {CLIENTS} clients x {RATE} req/s from {GROUPS} staggered hey processes; upstream 50 ms per call, "
-                    f"default timeout (200 ms) and breaker (5 consecutive failures, 10 s open).\n\n" + "\n".join(lines) + "\n\n")
+                    f"concurrency {CAPACITY[0]} dropping to {CAPACITY[1]} (upstream.degrade_after_seconds); default timeout (200 ms), "
+                    f"breaker open 10 s; `failure_rate` = window 100 calls, minimum 20, threshold 50 %.\n\n" + "\n".join(lines)
+                    + "\n\nGoodput (200/s) second by second, 5 s before the drop **|** 25 s after:\n\n" + "\n".join(series) + "\n\n")
     print(f"logs in {workdir}")
 
 

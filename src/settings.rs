@@ -83,6 +83,8 @@ struct RawUpstream {
     fail_rate: f64,
     workers: u64,
     concurrency: u64,
+    degrade_after_seconds: u64,
+    degraded_concurrency: u64,
     jitter_ms: u64,
     tail_rate: f64,
     tail_ms: u64,
@@ -111,6 +113,9 @@ pub struct UpstreamSettings {
     pub workers: usize,
     /// Requests served at once (0 = unlimited); the rest wait in FIFO order.
     pub concurrency: usize,
+    /// After this long (from start-up), `concurrency` drops to `degraded_concurrency`.
+    pub degrade_after: Option<Duration>,
+    pub degraded_concurrency: usize,
     pub jitter_ms: u64,
     pub tail_rate: f64,
     pub tail_ms: u64,
@@ -201,13 +206,7 @@ impl AdmissionSettings {
     /// The adaptive limiter, when `mode = "adaptive"`, with the class fractions.
     pub fn adaptive(&self) -> Option<(GradientConfig, Fractions)> {
         (self.mode == "adaptive").then_some((
-            GradientConfig {
-                min_limit: self.min_limit,
-                max_limit: self.max_limit,
-                smoothing: GradientConfig::DEFAULT_SMOOTHING,
-                tolerance: GradientConfig::DEFAULT_TOLERANCE,
-                long_window: GradientConfig::DEFAULT_LONG_WINDOW,
-            },
+            GradientConfig::new(self.min_limit, self.max_limit),
             Fractions {
                 normal: self.normal_fraction,
                 low: self.low_fraction,
@@ -489,6 +488,30 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
     probability("upstream.fail_rate", fail_rate)?;
     let up = &raw.upstream;
     in_range("upstream.concurrency", up.concurrency, 0, 100_000)?;
+    in_range(
+        "upstream.degrade_after_seconds",
+        up.degrade_after_seconds,
+        0,
+        86_400,
+    )?;
+    if up.degrade_after_seconds > 0 {
+        check(
+            up.concurrency >= 2,
+            "upstream.degrade_after_seconds",
+            || {
+                format!(
+                    "needs an upstream.concurrency of at least 2 to degrade from, got {}",
+                    up.concurrency
+                )
+            },
+        )?;
+        in_range(
+            "upstream.degraded_concurrency",
+            up.degraded_concurrency,
+            1,
+            up.concurrency.saturating_sub(1),
+        )?;
+    }
     in_range("upstream.jitter_ms", up.jitter_ms, 0, 5000)?;
     in_range("upstream.tail_ms", up.tail_ms, 0, 60_000)?;
     in_range("upstream.fail_status", up.fail_status.into(), 400, 599)?;
@@ -621,6 +644,9 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             fail_rate,
             workers: raw.upstream.workers as usize,
             concurrency: raw.upstream.concurrency as usize,
+            degrade_after: (raw.upstream.degrade_after_seconds > 0)
+                .then(|| Duration::from_secs(raw.upstream.degrade_after_seconds)),
+            degraded_concurrency: raw.upstream.degraded_concurrency as usize,
             jitter_ms: raw.upstream.jitter_ms,
             tail_rate: raw.upstream.tail_rate,
             tail_ms: raw.upstream.tail_ms,
@@ -886,11 +912,34 @@ mod tests {
         ];
         for (var, value, key) in cases {
             let e = err(&[(var, value)]);
-            assert!(e.key.starts_with(key), "{var}={value}: {e}");
-            let line = e.to_string();
-            assert!(!line.contains('\n'), "{line}");
-            assert!(line.contains(key), "{line}");
+            check_one_line(&e, var, value, key);
         }
+        // A capacity loss needs a limited concurrency to lose from, and must lose some.
+        let degrade = [("LOAD_SHED__UPSTREAM__DEGRADE_AFTER_SECONDS", "10")];
+        for (extra, key) in [
+            (vec![], "upstream.degrade_after_seconds"),
+            (
+                vec![
+                    ("LOAD_SHED__UPSTREAM__CONCURRENCY", "10"),
+                    ("LOAD_SHED__UPSTREAM__DEGRADED_CONCURRENCY", "10"),
+                ],
+                "upstream.degraded_concurrency",
+            ),
+            (
+                vec![("LOAD_SHED__UPSTREAM__CONCURRENCY", "10")],
+                "upstream.degraded_concurrency",
+            ),
+        ] {
+            let e = err(&[degrade.as_slice(), extra.as_slice()].concat());
+            check_one_line(&e, "LOAD_SHED__UPSTREAM__DEGRADE_AFTER_SECONDS", "10", key);
+        }
+    }
+
+    fn check_one_line(e: &ConfigError, var: &str, value: &str, key: &str) {
+        assert!(e.key.starts_with(key), "{var}={value}: {e}");
+        let line = e.to_string();
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains(key), "{line}");
     }
 
     #[test]

@@ -53,6 +53,7 @@ impl Application {
             let listener = TcpListener::bind(settings.upstream.listen)?;
             let addr = listener.local_addr()?;
             let state = web::Data::new(UpstreamState::new(&settings.upstream));
+            state.schedule_degrade();
             let (metrics, http_metrics, readiness) =
                 (metrics.clone(), http_metrics.clone(), readiness.clone());
             let mut server = HttpServer::new(move || {

@@ -50,6 +50,8 @@ pub struct UpstreamState {
     pub allow_request_overrides: bool,
     /// `upstream.concurrency` slots, fair (FIFO); `None` = unlimited.
     pub slots: Option<Arc<Semaphore>>,
+    /// `upstream.degrade_after_seconds`: when, and how many slots to take away then.
+    degrade: Option<(Duration, usize)>,
 }
 
 impl UpstreamState {
@@ -66,7 +68,31 @@ impl UpstreamState {
             reset_rate: s.reset_rate,
             allow_request_overrides: s.allow_request_overrides,
             slots: (s.concurrency > 0).then(|| Arc::new(Semaphore::new(s.concurrency))),
+            degrade: s
+                .degrade_after
+                .map(|after| (after, s.concurrency.saturating_sub(s.degraded_concurrency))),
         }
+    }
+
+    /// Schedules the configured capacity loss, if any, on the current runtime: after the delay,
+    /// a task takes slots away for good. It waits in the same FIFO queue as requests, so calls
+    /// already running finish, and from then on only `degraded_concurrency` run at once.
+    pub fn schedule_degrade(&self) {
+        let (Some(slots), Some((after, lost))) = (self.slots.clone(), self.degrade) else {
+            return;
+        };
+        let Ok(lost) = u32::try_from(lost) else {
+            return;
+        };
+        actix_web::rt::spawn(async move {
+            actix_web::rt::time::sleep(after).await;
+            log::warn!(
+                "upstream: capacity drops by {lost} slots now (upstream.degrade_after_seconds)"
+            );
+            if let Ok(taken) = slots.acquire_many_owned(lost).await {
+                taken.forget();
+            }
+        });
     }
 
     /// The latency of one request: `ms` ± jitter, plus the tail now and then.

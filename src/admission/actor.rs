@@ -9,11 +9,11 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::adaptive::{GradientConfig, GradientLimiter};
+use super::adaptive::{CallSample, GradientConfig, GradientLimiter};
 use super::machine::{Admission, Fractions, Limits, PermitToken, Priority, Shed};
 use crate::metrics::Metrics;
 
@@ -29,11 +29,13 @@ pub struct Acquire {
     pub path: &'static str,
 }
 
-/// One admitted upstream call's latency, for the adaptive limiter.
+/// One finished upstream call, for the adaptive limiter.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Sample {
+    pub started: Instant,
     pub latency: Duration,
+    pub timed_out: bool,
 }
 
 /// Gives one slot back.
@@ -111,7 +113,15 @@ impl Handler<Sample> for AdmissionActor {
             return;
         };
         let before = limiter.limit();
-        let limit = limiter.on_sample(msg.latency, self.machine.inflight());
+        let limit = limiter.on_sample(
+            Instant::now(),
+            CallSample {
+                started: msg.started,
+                latency: msg.latency,
+                timed_out: msg.timed_out,
+                inflight: self.machine.inflight(),
+            },
+        );
         let (short, long) = limiter.latencies();
         let fractions = *fractions;
         for (window, value) in [("short", short), ("long", long)] {
@@ -181,23 +191,31 @@ pub struct AdmissionHandle {
 }
 
 impl AdmissionHandle {
-    /// Starts the one `AdmissionActor` on the current arbiter. With `adaptive`, the limiter starts
-    /// at `limits.high` and the lower classes get their fractions of it.
+    /// Starts the one `AdmissionActor` on the current arbiter. With `adaptive`, the limiter first
+    /// measures its baseline at `min_limit`, then resumes `limits.high`; the lower classes get
+    /// their fractions of the live limit.
     pub fn start(
         limits: Limits,
         adaptive: Option<(GradientConfig, Fractions)>,
         metrics: Metrics,
     ) -> Self {
-        let limits = match adaptive {
-            Some((_, fractions)) => Limits::from_limit(limits.high, fractions),
+        let adaptive = adaptive.map(|(config, fractions)| {
+            (
+                GradientLimiter::new(config, limits.high, Instant::now()),
+                fractions,
+            )
+        });
+        let limits = match &adaptive {
+            Some((limiter, fractions)) => Limits::from_limit(limiter.limit(), *fractions),
             None => limits,
         };
+        let is_adaptive = adaptive.is_some();
         let ceilings = Arc::new(Priority::ALL.map(|p| AtomicU32::new(limits.ceiling(p))));
         let inflight = Arc::new(AtomicU32::new(0));
         let addr = AdmissionActor {
             machine: Admission::new(limits),
             ceilings: ceilings.clone(),
-            adaptive: adaptive.map(|(config, f)| (GradientLimiter::new(config, limits.high), f)),
+            adaptive,
             inflight: inflight.clone(),
             metrics: metrics.clone(),
         }
@@ -206,15 +224,20 @@ impl AdmissionHandle {
             addr,
             inflight,
             ceilings,
-            adaptive: adaptive.is_some(),
+            adaptive: is_adaptive,
             metrics,
         }
     }
 
-    /// Reports an admitted upstream call's latency to the adaptive limiter (no-op when static).
-    pub fn sample(&self, latency: Duration) {
+    /// Reports a finished upstream call to the adaptive limiter (no-op when static): sent at
+    /// `started`, it took `latency`, or timed out after it.
+    pub fn sample(&self, started: Instant, latency: Duration, timed_out: bool) {
         if self.adaptive {
-            self.addr.do_send(Sample { latency });
+            self.addr.do_send(Sample {
+                started,
+                latency,
+                timed_out,
+            });
         }
     }
 

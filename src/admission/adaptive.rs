@@ -1,117 +1,216 @@
-//! The adaptive concurrency limit (`admission.mode = "adaptive"`): a gradient limiter in the spirit
-//! of Netflix's Gradient2 and Envoy's adaptive concurrency filter. Pure: no actix, no clock.
+//! The adaptive concurrency limit (`admission.mode = "adaptive"`): a gradient controller after
+//! Envoy's adaptive concurrency filter (itself after Netflix's Gradient2). Pure: no actix, and the
+//! clock is passed in, so every test steps time by hand.
 //!
-//! Every admitted upstream call reports its latency. A short exponentially weighted average follows
-//! the last few calls; the baseline is the minimum latency seen over the last one or two windows of
-//! `long_window` calls (an average would drift up with the very queueing it should detect). When
-//! the dependency starts queueing, the short average rises above the baseline and the gradient
-//! `tolerance · baseline / short`, clamped to [0.5, 1], falls below 1:
+//! **Baseline (min RTT).** The limiter first pins the limit to `min_limit` and takes the median
+//! latency of the next [`GradientConfig::probe_samples`] calls *started after the pin*: so few at
+//! once cannot queue in the dependency, so this is its latency without queueing. It then resumes
+//! the limit it had (at start: `max_inflight`). The measurement is repeated every
+//! [`GradientConfig::probe_interval`], and early when [`FLOOR_WINDOWS`] windows in a row have
+//! halved the limit or left it at `min_limit`, so a dependency that got slower for good is soon
+//! taken as it is. Calls that timed out never enter the baseline.
+//!
+//! **Limit.** Between measurements, samples are gathered in windows of at least
+//! [`GradientConfig::interval`] and [`GradientConfig::min_samples`] calls. At the end of each
+//! window, with `recent` the window's median latency (a timed-out call counts with the time it
+//! was given, so timeouts push it up):
 //!
 //! ```text
-//! new   = limit · gradient + √limit          (√limit: room to probe for more capacity)
-//! limit = limit · (1 − smoothing) + new · smoothing, bounded by [min_limit, max_limit]
+//! gradient = (baseline · (1 + buffer)) / recent, clamped to [0.5, 2]
+//! limit    = limit · gradient + √limit        bounded by [min_limit, max_limit]
 //! ```
 //!
-//! With a steady latency the gradient is 1 and the limit grows by about √limit per sample, so it
-//! finds the capacity from below; when latency climbs past `tolerance` times the baseline it
-//! shrinks, sheding the excess with fast 429s before timeouts pile up. The limit does not grow while
-//! less than half of it is in use (nothing was learned about higher concurrency). The baseline is
-//! renewed every window, so a dependency that got slower for good is eventually taken as it is.
+//! Without queueing the gradient is above 1 and the limit grows quickly; once calls queue in the
+//! dependency, latency grows with the limit and the limit settles where `recent` is about
+//! `baseline · (1 + buffer)` plus a queue of about √limit (`√limit` is the headroom that lets it
+//! find capacity that comes back). A dependency that loses capacity raises `recent` within one
+//! window and halves the limit per window at most, so the excess is shed with fast 429s instead
+//! of waiting in its queue. The limit does not grow in a window whose peak in-flight count stayed
+//! below half of it: nothing was learned about more concurrency.
+//!
+//! Priority classes keep their meaning: they get fixed fractions of the live limit (see
+//! [`super::Limits::from_limit`]).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Bounds of the gradient (Envoy's): at most halve, at most double per window.
+const GRADIENT: (f64, f64) = (0.5, 2.0);
+/// Windows in a row at `min_limit`, or halving the limit, after which the baseline is measured
+/// again.
+pub const FLOOR_WINDOWS: u32 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GradientConfig {
     pub min_limit: u32,
     pub max_limit: u32,
-    /// Weight of each new limit (0-1].
-    pub smoothing: f64,
-    /// How far the short average may rise above the baseline before the limit shrinks.
-    pub tolerance: f64,
-    /// Calls the long average (the baseline) spans.
-    pub long_window: u32,
+    /// Shortest sampling window; the limit changes at most once per window.
+    pub interval: Duration,
+    /// Fewest samples a window needs (a window is extended until it has them).
+    pub min_samples: usize,
+    /// Latency accepted above the baseline before the limit shrinks, as a share of it.
+    pub buffer: f64,
+    /// How often the baseline is measured again.
+    pub probe_interval: Duration,
+    /// Calls at `min_limit` whose median is the baseline.
+    pub probe_samples: usize,
 }
 
 impl GradientConfig {
-    pub const DEFAULT_SMOOTHING: f64 = 0.2;
-    pub const DEFAULT_TOLERANCE: f64 = 1.5;
-    pub const DEFAULT_LONG_WINDOW: u32 = 600;
-    /// Calls the short average spans.
-    const SHORT_WINDOW: f64 = 10.0;
+    /// The defaults for everything but the bounds.
+    pub fn new(min_limit: u32, max_limit: u32) -> Self {
+        Self {
+            min_limit,
+            max_limit,
+            interval: Duration::from_millis(100),
+            min_samples: 10,
+            buffer: 0.1,
+            probe_interval: Duration::from_secs(30),
+            probe_samples: 25,
+        }
+    }
+}
+
+/// One finished upstream call, as the limiter sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct CallSample {
+    /// When the call was sent.
+    pub started: Instant,
+    pub latency: Duration,
+    /// Timed out: `latency` is the time it was given, a lower bound of the real one.
+    pub timed_out: bool,
+    /// Calls in flight when it ended.
+    pub inflight: u32,
 }
 
 #[derive(Debug, Clone)]
 pub struct GradientLimiter {
     config: GradientConfig,
+    /// The limit between measurements (what a measurement resumes).
     limit: f64,
-    /// Seconds; zero until the first sample.
-    short: f64,
-    /// Minimum latency of the current window of samples, and of the one before (seconds).
-    window_min: f64,
-    previous_min: f64,
-    /// Samples taken in the current window.
-    in_window: u32,
+    /// Seconds; `None` until first measured.
+    baseline: Option<f64>,
+    /// Median latency of the last window, seconds (0 until the first).
+    recent: f64,
+    /// Latencies (seconds) of the window, or of the measurement, in progress.
+    samples: Vec<f64>,
+    window_start: Option<Instant>,
+    peak_inflight: u32,
+    /// Measuring the baseline since this instant: the limit is pinned to `min_limit`.
+    measuring_since: Option<Instant>,
+    next_measurement: Option<Instant>,
+    windows_at_floor: u32,
 }
 
 impl GradientLimiter {
-    pub fn new(config: GradientConfig, initial: u32) -> Self {
+    /// Starts by measuring the baseline (from `now`), then resumes `initial`.
+    pub fn new(config: GradientConfig, initial: u32, now: Instant) -> Self {
         Self {
             config,
             limit: f64::from(initial.clamp(config.min_limit, config.max_limit)),
-            short: 0.0,
-            window_min: f64::INFINITY,
-            previous_min: f64::INFINITY,
-            in_window: 0,
+            baseline: None,
+            recent: 0.0,
+            samples: Vec::with_capacity(config.probe_samples.max(64)),
+            window_start: None,
+            peak_inflight: 0,
+            measuring_since: Some(now),
+            next_measurement: None,
+            windows_at_floor: 0,
         }
     }
 
     /// The limit now in force.
     pub fn limit(&self) -> u32 {
-        self.limit.floor() as u32
+        if self.measuring_since.is_some() {
+            self.config.min_limit
+        } else {
+            self.limit.floor() as u32
+        }
     }
 
-    /// The recent latency (short average) and the baseline (windowed minimum).
+    /// Whether the baseline is being measured (the limit pinned to `min_limit`).
+    pub fn measuring(&self) -> bool {
+        self.measuring_since.is_some()
+    }
+
+    /// The recent latency (last window's median) and the baseline (zero until known).
     pub fn latencies(&self) -> (Duration, Duration) {
-        let baseline = self.baseline();
         (
-            Duration::from_secs_f64(self.short),
-            Duration::from_secs_f64(if baseline.is_finite() { baseline } else { 0.0 }),
+            Duration::from_secs_f64(self.recent),
+            Duration::from_secs_f64(self.baseline.unwrap_or(0.0)),
         )
     }
 
-    fn baseline(&self) -> f64 {
-        self.window_min.min(self.previous_min)
+    /// Takes one finished call at `now`. Returns the limit now in force.
+    pub fn on_sample(&mut self, now: Instant, call: CallSample) -> u32 {
+        let latency = call.latency.as_secs_f64().max(1e-6);
+        if let Some(since) = self.measuring_since {
+            // Only calls admitted under the pinned limit, and only those that finished.
+            if call.started >= since && !call.timed_out {
+                self.samples.push(latency);
+                if self.samples.len() >= self.config.probe_samples {
+                    let baseline = median(&mut self.samples);
+                    self.baseline = Some(baseline);
+                    self.recent = baseline;
+                    self.measuring_since = None;
+                    self.next_measurement = Some(now + self.config.probe_interval);
+                    self.start_window(now);
+                }
+            }
+            return self.limit();
+        }
+        let window_start = *self.window_start.get_or_insert(now);
+        self.samples.push(latency);
+        self.peak_inflight = self.peak_inflight.max(call.inflight);
+        if now.saturating_duration_since(window_start) >= self.config.interval
+            && self.samples.len() >= self.config.min_samples
+        {
+            self.end_window(now);
+        }
+        self.limit()
     }
 
-    /// Takes one admitted call's latency, with `inflight` calls in flight when it ended.
-    /// Returns the limit now in force.
-    pub fn on_sample(&mut self, latency: Duration, inflight: u32) -> u32 {
-        let rtt = latency.as_secs_f64().max(1e-6);
-        self.in_window += 1;
-        self.window_min = self.window_min.min(rtt);
-        if self.in_window >= self.config.long_window {
-            self.previous_min = self.window_min;
-            self.window_min = f64::INFINITY;
-            self.in_window = 0;
-        }
-        if self.short == 0.0 {
-            self.short = rtt;
-            return self.limit();
-        }
-        self.short += (rtt - self.short) * (2.0 / (GradientConfig::SHORT_WINDOW + 1.0));
-        let gradient = (self.config.tolerance * self.baseline() / self.short).clamp(0.5, 1.0);
+    fn start_window(&mut self, now: Instant) {
+        self.samples.clear();
+        self.window_start = Some(now);
+        self.peak_inflight = 0;
+    }
+
+    fn end_window(&mut self, now: Instant) {
+        let Some(baseline) = self.baseline else {
+            return;
+        };
+        self.recent = median(&mut self.samples);
+        let gradient =
+            (baseline * (1.0 + self.config.buffer) / self.recent).clamp(GRADIENT.0, GRADIENT.1);
+        let mut new = self.limit * gradient + self.limit.sqrt();
         // Too little in use to learn anything about a higher limit: only shrink.
-        if gradient >= 1.0 && f64::from(inflight) < self.limit / 2.0 {
-            return self.limit();
+        if new > self.limit && f64::from(self.peak_inflight) < self.limit / 2.0 {
+            new = self.limit;
         }
-        let new = self.limit * gradient + self.limit.sqrt();
-        let smoothed = self.limit * (1.0 - self.config.smoothing) + new * self.config.smoothing;
-        self.limit = smoothed.clamp(
+        let (min, max) = (
             f64::from(self.config.min_limit),
             f64::from(self.config.max_limit),
         );
-        self.limit()
+        self.limit = new.clamp(min, max);
+        // Halving every window, or held at the minimum: the dependency is not merely queueing.
+        self.windows_at_floor = if gradient <= GRADIENT.0 || self.limit <= min {
+            self.windows_at_floor + 1
+        } else {
+            0
+        };
+        self.start_window(now);
+        let due = self.next_measurement.is_some_and(|at| now >= at);
+        if due || self.windows_at_floor >= FLOOR_WINDOWS {
+            self.windows_at_floor = 0;
+            self.measuring_since = Some(now);
+        }
     }
+}
+
+/// The median of `values` (not empty; reorders them).
+fn median(values: &mut [f64]) -> f64 {
+    let mid = values.len() / 2;
+    *values.select_nth_unstable_by(mid, f64::total_cmp).1
 }
 
 #[cfg(test)]
@@ -119,66 +218,170 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const CONFIG: GradientConfig = GradientConfig {
-        min_limit: 5,
-        max_limit: 200,
-        smoothing: GradientConfig::DEFAULT_SMOOTHING,
-        tolerance: GradientConfig::DEFAULT_TOLERANCE,
-        long_window: GradientConfig::DEFAULT_LONG_WINDOW,
-    };
+    fn config() -> GradientConfig {
+        GradientConfig::new(5, 200)
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
 
-    #[test]
-    fn a_steady_latency_with_the_limit_in_use_grows_it_to_the_maximum() {
-        let mut l = GradientLimiter::new(CONFIG, 20);
-        let mut last = l.limit();
-        for _ in 0..400 {
-            let now = l.on_sample(ms(50), l.limit());
-            assert!(now >= last, "never shrinks on a steady latency");
-            last = now;
+    /// A dependency with `capacity` servers taking `base` each, FIFO, loaded up to the limit:
+    /// with `n` calls in flight a call takes `base · max(1, n / capacity)`. Drives the limiter
+    /// for `duration` of simulated time from `*now` (samples spread evenly) and returns the
+    /// limits it set.
+    fn drive(
+        l: &mut GradientLimiter,
+        now: &mut Instant,
+        duration: Duration,
+        base: Duration,
+        capacity: u32,
+        share: f64,
+    ) -> Vec<u32> {
+        let end = *now + duration;
+        let mut limits = Vec::new();
+        while *now < end {
+            let inflight = ((f64::from(l.limit()) * share).floor() as u32).max(1);
+            let latency = base.mul_f64((f64::from(inflight) / f64::from(capacity)).max(1.0));
+            // Throughput = inflight / latency: one call ends every latency / inflight.
+            *now += latency / inflight;
+            let started = *now - latency;
+            limits.push(l.on_sample(
+                *now,
+                CallSample {
+                    started,
+                    latency,
+                    timed_out: false,
+                    inflight,
+                },
+            ));
         }
-        assert_eq!(last, 200);
+        limits
+    }
+
+    fn call(started: Instant, latency: Duration, inflight: u32) -> CallSample {
+        CallSample {
+            started,
+            latency,
+            timed_out: false,
+            inflight,
+        }
+    }
+
+    #[test]
+    fn it_measures_the_baseline_at_the_minimum_then_resumes_the_initial_limit() {
+        let t0 = Instant::now();
+        let mut l = GradientLimiter::new(config(), 50, t0);
+        assert!(l.measuring());
+        assert_eq!(l.limit(), 5, "pinned to min_limit while measuring");
+        // A call started before the pin says nothing about the unloaded latency.
+        l.on_sample(t0 + ms(10), call(t0 - ms(1), ms(500), 50));
+        let mut now = t0 + ms(50);
+        for i in 0..24 {
+            now += ms(10);
+            assert_eq!(l.on_sample(now, call(now - ms(50), ms(50 + i % 3), 5)), 5);
+        }
+        // A timed-out call never enters the baseline.
+        l.on_sample(
+            now,
+            CallSample {
+                timed_out: true,
+                ..call(now - ms(200), ms(200), 5)
+            },
+        );
+        assert!(l.measuring());
+        now += ms(10);
+        assert_eq!(l.on_sample(now, call(now - ms(50), ms(51), 5)), 50);
+        assert!(!l.measuring());
+        assert_eq!(l.latencies().1, ms(51), "the median of the 25 samples");
+    }
+
+    #[test]
+    fn without_queueing_the_limit_grows_to_the_maximum() {
+        let mut now = Instant::now();
+        let mut l = GradientLimiter::new(config(), 20, now);
+        // A dependency with more capacity than max_limit: latency never moves.
+        let limits = drive(&mut l, &mut now, Duration::from_secs(3), ms(50), 1000, 1.0);
+        assert_eq!(*limits.last().unwrap(), 200);
+        let resumed = limits.iter().position(|&x| x == 20).unwrap();
+        assert!(
+            limits[resumed..].windows(2).all(|w| w[1] >= w[0]),
+            "never shrinks on a steady latency"
+        );
     }
 
     #[test]
     fn an_unused_limit_does_not_grow() {
-        let mut l = GradientLimiter::new(CONFIG, 50);
-        for _ in 0..200 {
-            assert_eq!(l.on_sample(ms(50), 3), 50);
+        let t0 = Instant::now();
+        let mut l = GradientLimiter::new(config(), 50, t0);
+        let mut now = t0 + ms(50);
+        for _ in 0..25 {
+            now += ms(10);
+            l.on_sample(now, call(now - ms(50), ms(50), 3));
+        }
+        for _ in 0..500 {
+            now += ms(10);
+            assert_eq!(l.on_sample(now, call(now - ms(50), ms(50), 3)), 50);
         }
     }
 
     #[test]
-    fn a_queueing_dependency_shrinks_the_limit_towards_the_minimum() {
-        let mut l = GradientLimiter::new(CONFIG, 100);
-        for _ in 0..100 {
-            l.on_sample(ms(50), 100);
-        }
-        let before = l.limit();
-        // Latency climbs to four times the baseline and stays there.
-        for _ in 0..60 {
-            l.on_sample(ms(200), before);
-        }
-        let after = l.limit();
-        assert!(after < before / 2, "{before} -> {after}");
-        let (short, long) = l.latencies();
-        assert!(short > long, "{short:?} vs {long:?}");
+    fn it_settles_just_above_the_dependencys_capacity_with_latency_near_the_baseline() {
+        let mut now = Instant::now();
+        let mut l = GradientLimiter::new(config(), 50, now);
+        drive(&mut l, &mut now, Duration::from_secs(5), ms(50), 10, 0.9);
+        // Over the last 2 s: each limit within [capacity, 2.5 x capacity] of what reaches it.
+        let limits = drive(&mut l, &mut now, Duration::from_secs(2), ms(50), 10, 0.9);
+        let (lo, hi) = (limits.iter().min().unwrap(), limits.iter().max().unwrap());
+        assert!(*lo >= 11 && *hi <= 25, "limit moved within {lo}-{hi}");
+        let (recent, baseline) = l.latencies();
+        assert!(
+            recent <= baseline.mul_f64(2.0),
+            "{recent:?} vs {baseline:?}"
+        );
     }
 
     #[test]
-    fn latency_within_the_tolerance_does_not_shrink_it() {
-        let mut l = GradientLimiter::new(CONFIG, 60);
-        for _ in 0..100 {
-            l.on_sample(ms(50), 60);
-        }
+    fn a_capacity_drop_is_followed_within_half_a_second() {
+        let mut now = Instant::now();
+        let mut l = GradientLimiter::new(config(), 50, now);
+        drive(&mut l, &mut now, Duration::from_secs(5), ms(50), 50, 0.9);
         let before = l.limit();
-        for _ in 0..30 {
-            l.on_sample(ms(70), 200); // 1.4x the baseline, within 1.5x
-        }
-        assert!(l.limit() >= before);
+        assert!((56..=120).contains(&before), "{before}");
+        // The dependency now serves 10 at once.
+        let limits = drive(&mut l, &mut now, ms(500), ms(50), 10, 0.9);
+        let after = *limits.last().unwrap();
+        assert!(after <= 30, "{before} -> {after} after 500 ms");
+        assert!(after >= 11, "not far below the new capacity: {after}");
+    }
+
+    #[test]
+    fn a_dependency_that_got_slower_for_good_is_taken_as_it_is_at_the_next_measurement() {
+        let mut now = Instant::now();
+        let mut l = GradientLimiter::new(config(), 50, now);
+        drive(&mut l, &mut now, Duration::from_secs(5), ms(50), 20, 0.9);
+        // Every call now takes four times as long, at any concurrency: at first it looks like
+        // queueing, and the limit falls to the floor ...
+        drive(&mut l, &mut now, Duration::from_secs(5), ms(200), 20, 0.9);
+        let (_, baseline) = l.latencies();
+        assert!(baseline >= ms(190), "measured again early: {baseline:?}");
+        // ... and after the measurement it recovers to the dependency's capacity.
+        let limits = drive(&mut l, &mut now, Duration::from_secs(5), ms(200), 20, 0.9);
+        let last = *limits.last().unwrap();
+        assert!((22..=45).contains(&last), "{last}");
+    }
+
+    #[test]
+    fn the_baseline_is_measured_again_every_probe_interval() {
+        let mut now = Instant::now();
+        let mut l = GradientLimiter::new(config(), 50, now);
+        drive(&mut l, &mut now, Duration::from_secs(1), ms(50), 1000, 1.0);
+        assert!(!l.measuring());
+        let limits = drive(&mut l, &mut now, Duration::from_secs(31), ms(50), 1000, 1.0);
+        let pinned = limits.iter().filter(|&&x| x == 5).count();
+        assert!(pinned >= 25, "pinned for one measurement: {pinned} samples");
+        assert!(pinned <= 60, "and only for it: {pinned} samples");
+        assert_eq!(*limits.last().unwrap(), 200, "resumed afterwards");
     }
 
     proptest! {
@@ -200,12 +403,17 @@ mod tests {
         #[test]
         fn the_limit_stays_within_its_bounds(
             initial in 0u32..1000,
-            samples in prop::collection::vec((0u64..5000, 0u32..400), 1..200),
+            samples in prop::collection::vec((0u64..5000, 0u64..300, 0u32..400, any::<bool>()), 1..400),
         ) {
-            let mut l = GradientLimiter::new(CONFIG, initial);
+            let t0 = Instant::now();
+            let mut l = GradientLimiter::new(config(), initial, t0);
             prop_assert!((5..=200).contains(&l.limit()));
-            for (latency, inflight) in samples {
-                let limit = l.on_sample(ms(latency), inflight);
+            let mut now = t0;
+            for (latency, gap, inflight, timed_out) in samples {
+                now += ms(gap);
+                let latency = ms(latency);
+                let started = now.checked_sub(latency).unwrap_or(t0);
+                let limit = l.on_sample(now, CallSample { started, latency, timed_out, inflight });
                 prop_assert!((5..=200).contains(&limit), "{limit}");
             }
         }

@@ -202,6 +202,69 @@ mod tests {
         );
     }
 
+    #[derive(Debug, Clone)]
+    enum Op {
+        Acquire(Priority),
+        /// Releases the held token at this index (modulo the count), if any.
+        Release(usize),
+        /// A new live limit (adaptive mode), split into classes.
+        SetLimit(u32),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => prop::sample::select(Priority::ALL.to_vec()).prop_map(Op::Acquire),
+            3 => any::<usize>().prop_map(Op::Release),
+            1 => (3u32..60).prop_map(Op::SetLimit),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, failure_persistence: None, ..Default::default() })]
+
+        /// Whatever the order of acquires, releases and limit changes: no admission takes the
+        /// count above the live ceiling of its class, and the count is exactly the tokens held
+        /// (so it never goes below zero and no slot leaks).
+        #[test]
+        fn inflight_never_exceeds_the_live_ceiling_nor_drops_below_zero(
+            ops in proptest::collection::vec(op(), 1..300),
+        ) {
+            let fractions = Fractions { normal: 0.9, low: 0.7 };
+            let mut a = Admission::new(Limits::from_limit(20, fractions));
+            let mut held: Vec<PermitToken> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Acquire(p) => {
+                        let before = a.inflight();
+                        match a.try_acquire(p) {
+                            Ok(t) => {
+                                proptest::prop_assert!(a.inflight() <= a.limits().ceiling(p));
+                                proptest::prop_assert_eq!(a.inflight(), before + 1);
+                                held.push(t);
+                            }
+                            Err(Shed) => {
+                                proptest::prop_assert!(before >= a.limits().ceiling(p));
+                                proptest::prop_assert_eq!(a.inflight(), before);
+                            }
+                        }
+                    }
+                    Op::Release(i) if !held.is_empty() => {
+                        let t = held.swap_remove(i % held.len());
+                        a.release(t);
+                    }
+                    Op::Release(_) => {}
+                    Op::SetLimit(l) => a.set_limits(Limits::from_limit(l, fractions)),
+                }
+                proptest::prop_assert_eq!(a.inflight() as usize, held.len());
+            }
+            for t in held.drain(..) {
+                a.release(t);
+            }
+            proptest::prop_assert_eq!(a.inflight(), 0);
+        }
+    }
+
     #[test]
     fn priorities_parse_case_sensitively() {
         assert_eq!(Priority::parse("high"), Some(Priority::High));

@@ -81,9 +81,14 @@ async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome
         elapsed,
     );
     match &result {
-        // A refused or broken connection says nothing about how loaded the dependency is.
+        Ok(_) | Err(UpstreamError::Status(_)) => state.admission.sample(started, elapsed, false),
+        Err(UpstreamError::Timeout) if params.full_timeout => {
+            state.admission.sample(started, elapsed, true)
+        }
+        // A caller's own short deadline says little about the dependency's latency, and a
+        // refused or broken connection nothing about how loaded it is.
+        Err(UpstreamError::Timeout) => {}
         Err(UpstreamError::Transport(why)) => log::debug!("upstream transport failure: {why}"),
-        _ => state.admission.sample(elapsed),
     }
     let outcome = match result {
         Ok(reported_ms) => Outcome::Ok {

@@ -642,4 +642,106 @@ mod tests {
         assert_eq!(b.generation(), 3);
         assert_eq!(b.state(), State::Closed);
     }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Allow,
+        /// Returns the held ticket at this index (modulo the count) with a verdict and duration.
+        Record(usize, Verdict, u64),
+        Abandon(usize),
+        /// Time passes (ms).
+        Advance(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let verdict =
+            prop::sample::select(vec![Verdict::Success, Verdict::Failure, Verdict::Neutral]);
+        prop_oneof![
+            4 => Just(Op::Allow),
+            4 => (any::<usize>(), verdict, 0u64..400).prop_map(|(i, v, ms)| Op::Record(i, v, ms)),
+            1 => any::<usize>().prop_map(Op::Abandon),
+            2 => (0u64..6000).prop_map(Op::Advance),
+        ]
+    }
+
+    fn rule() -> impl proptest::strategy::Strategy<Value = TripRule> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(TripRule::Consecutive),
+            (1u32..10, 0u64..300).prop_map(|(minimum, slow)| TripRule::FailureRate(RateWindow {
+                size: 10,
+                minimum_calls: minimum,
+                failure_rate_threshold: 0.5,
+                slow_call: Duration::from_millis(slow),
+                slow_call_rate_threshold: 0.5,
+            })),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 1000, failure_persistence: None, ..Default::default() })]
+
+        /// Whatever the calls, verdicts, abandons and pauses: a breaker that is not Closed becomes
+        /// Closed only by the successful verdict of a probe, after `half_open_probes` of them in
+        /// the same HalfOpen period; Open never closes directly.
+        #[test]
+        fn the_breaker_never_closes_without_successful_probes(
+            probes in 1u32..4,
+            trip in rule(),
+            ops in proptest::collection::vec(op(), 1..200),
+        ) {
+            let mut b = CircuitBreaker::new(BreakerConfig {
+                trip,
+                failure_threshold: 3,
+                open_for: OPEN_FOR,
+                half_open_probes: probes,
+            });
+            let mut now = Instant::now();
+            let mut held: Vec<Ticket> = Vec::new();
+            let mut successful_probes = 0;
+            for op in ops {
+                let before = b.state();
+                let generation = b.generation();
+                let mut closing_probe = false;
+                match op {
+                    Op::Allow => {
+                        if let Ok(t) = b.allow(now) {
+                            held.push(t);
+                        }
+                    }
+                    Op::Record(i, verdict, ms) if !held.is_empty() => {
+                        let t = held.swap_remove(i % held.len());
+                        let current_probe = t.is_probe() && t.generation() == generation;
+                        if current_probe && verdict == Verdict::Success {
+                            successful_probes += 1;
+                            closing_probe = true;
+                        }
+                        b.record_timed(t, verdict, Duration::from_millis(ms), now);
+                    }
+                    Op::Abandon(i) if !held.is_empty() => {
+                        let t = held.swap_remove(i % held.len());
+                        b.abandon(t);
+                    }
+                    Op::Record(..) | Op::Abandon(_) => {}
+                    Op::Advance(ms) => {
+                        now += Duration::from_millis(ms);
+                        b.tick(now);
+                    }
+                }
+                // HalfOpen may come from ticking inside allow(); it does not change the count.
+                if before != State::HalfOpen && b.state() == State::HalfOpen {
+                    successful_probes = 0;
+                }
+                if before != State::Closed && b.state() == State::Closed {
+                    proptest::prop_assert_eq!(before, State::HalfOpen, "closed straight from {:?}", before);
+                    proptest::prop_assert!(closing_probe, "closed without a successful probe");
+                    proptest::prop_assert!(successful_probes >= probes, "{} of {} probes", successful_probes, probes);
+                }
+                if b.generation() != generation && b.state() != State::HalfOpen {
+                    successful_probes = 0;
+                }
+            }
+        }
+    }
 }

@@ -69,6 +69,32 @@ mod modes {
     }
 
     #[actix_web::test]
+    async fn the_scheduled_capacity_loss_leaves_fewer_slots_after_its_delay() {
+        let app = spawn_app(&[
+            ("LOAD_SHED__UPSTREAM__CONCURRENCY", "4"),
+            ("LOAD_SHED__UPSTREAM__DEGRADE_AFTER_SECONDS", "1"),
+            ("LOAD_SHED__UPSTREAM__DEGRADED_CONCURRENCY", "1"),
+            ("LOAD_SHED__UPSTREAM__LATENCY_MS", "150"),
+            ("LOAD_SHED__TIMEOUTS__UPSTREAM_MS", "2000"),
+        ])
+        .await;
+        let up = Instant::now();
+        let four_at_once = || async {
+            let started = Instant::now();
+            let replies = futures_util::future::join_all((0..4).map(|_| app.get("/client"))).await;
+            assert!(replies.iter().all(|r| r.status == 200));
+            started.elapsed()
+        };
+        // Four slots: four calls of 150 ms run side by side.
+        let before = four_at_once().await;
+        assert!(before < Duration::from_millis(290), "{before:?}");
+        actix_web::rt::time::sleep(Duration::from_millis(1200).saturating_sub(up.elapsed())).await;
+        // One slot left: they run one after the other.
+        let after = four_at_once().await;
+        assert!(after >= Duration::from_millis(590), "{after:?}");
+    }
+
+    #[actix_web::test]
     async fn jitter_spreads_latency_around_the_configured_value() {
         let app = spawn_app(&[
             ("LOAD_SHED__UPSTREAM__LATENCY_MS", "50"),
