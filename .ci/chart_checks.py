@@ -153,10 +153,20 @@ def startup_check(name, docs, binary, workdir):
         want = 502 if fails else 200
         check(status == want, f"{name}: /client answers {want} (got {status} {body.strip()})")
         _, text = get(f"{base}/metrics")
-        for priority, key in [("high", "MAX_INFLIGHT"), ("normal", "NORMAL_MAX_INFLIGHT"), ("low", "LOW_MAX_INFLIGHT")]:
+        if env.get("LOAD_SHED__ADMISSION__MODE") == "adaptive":
+            # Adaptive: it starts by measuring its baseline at min_limit, split by the fractions.
+            high = max(int(env["LOAD_SHED__ADMISSION__MIN_LIMIT"]), 3)
+            normal = min(max(int(high * float(env["LOAD_SHED__ADMISSION__NORMAL_FRACTION"])), 2), high - 1)
+            low = min(max(int(high * float(env["LOAD_SHED__ADMISSION__LOW_FRACTION"])), 1), normal - 1)
+            expected = {"high": high, "normal": normal, "low": low}
+            source = "min_limit split by the rendered fractions"
+        else:
+            expected = {p: float(env[f"LOAD_SHED__ADMISSION__{k}"])
+                        for p, k in [("high", "MAX_INFLIGHT"), ("normal", "NORMAL_MAX_INFLIGHT"), ("low", "LOW_MAX_INFLIGHT")]}
+            source = "rendered"
+        for priority, want_limit in expected.items():
             value = metric(text, "admission_limit", {"priority": priority})
-            rendered = float(env[f"LOAD_SHED__ADMISSION__{key}"])
-            check(value == rendered, f"{name}: admission_limit{{priority=\"{priority}\"}} is the rendered {rendered:g} (got {value})")
+            check(value == want_limit, f"{name}: admission_limit{{priority=\"{priority}\"}} is the {source} {want_limit:g} (got {value})")
         out = run([binary, "check", base])
         check(out.returncode == (1 if fails else 0),
               f"{name}: `load-shed-api check` exits {out.returncode} ({(out.stdout + out.stderr).strip().splitlines()[-1]})")

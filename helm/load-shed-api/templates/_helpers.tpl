@@ -107,6 +107,8 @@ LOAD_SHED__UPSTREAM__LATENCY_MS: {{ int64 $c.upstream.latencyMs | quote }}
 LOAD_SHED__UPSTREAM__FAIL_RATE: {{ $c.upstream.failRate | toString | quote }}
 LOAD_SHED__UPSTREAM__WORKERS: {{ int64 $c.upstream.workers | quote }}
 LOAD_SHED__UPSTREAM__CONCURRENCY: {{ int64 $c.upstream.concurrency | quote }}
+LOAD_SHED__UPSTREAM__DEGRADE_AFTER_SECONDS: {{ int64 $c.upstream.degradeAfterSeconds | quote }}
+LOAD_SHED__UPSTREAM__DEGRADED_CONCURRENCY: {{ int64 $c.upstream.degradedConcurrency | quote }}
 LOAD_SHED__UPSTREAM__JITTER_MS: {{ int64 $c.upstream.jitterMs | quote }}
 LOAD_SHED__UPSTREAM__TAIL_RATE: {{ $c.upstream.tailRate | toString | quote }}
 LOAD_SHED__UPSTREAM__TAIL_MS: {{ int64 $c.upstream.tailMs | quote }}
