@@ -84,7 +84,8 @@ def percentile(values, q):
 
 def run(mode, breaker, binary, workdir):
     up_port, api_port = free_port(), free_port()
-    base = {"PATH": os.environ["PATH"], "RUST_LOG": "warn"}
+    # LOAD_SHED_SCENARIO_LOG=debug logs every change of the adaptive limit (in the api's log).
+    base = {"PATH": os.environ["PATH"], "RUST_LOG": os.environ.get("LOAD_SHED_SCENARIO_LOG", "warn")}
     name = f"{mode}-{breaker}"
     api_env = {**base, "LOAD_SHED__ROLE": "api", "LOAD_SHED__API__LISTEN": f"127.0.0.1:{api_port}",
                "LOAD_SHED__API__UPSTREAM_URL": f"http://127.0.0.1:{up_port}", "LOAD_SHED__ADMISSION__MODE": mode,

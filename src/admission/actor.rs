@@ -131,6 +131,16 @@ impl Handler<Sample> for AdmissionActor {
                 .set(value.as_secs_f64());
         }
         if limit != before {
+            log::debug!(
+                "adaptive limit {before} -> {limit} (recent {:.1} ms, baseline {:.1} ms{})",
+                short.as_secs_f64() * 1000.0,
+                long.as_secs_f64() * 1000.0,
+                if limiter.measuring() {
+                    ", measuring"
+                } else {
+                    ""
+                }
+            );
             self.machine
                 .set_limits(Limits::from_limit(limit, fractions));
             self.publish_limits();

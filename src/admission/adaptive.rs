@@ -3,8 +3,8 @@
 //! clock is passed in, so every test steps time by hand.
 //!
 //! **Baseline (min RTT).** The limiter first pins the limit to `min_limit` and takes the median
-//! latency of the next [`GradientConfig::probe_samples`] calls *started after the pin*: so few at
-//! once cannot queue in the dependency, so this is its latency without queueing. It then resumes
+//! latency of the next [`GradientConfig::probe_samples`] calls *started after the pin* (so few at
+//! once cannot queue in the dependency: this is its latency without queueing). It then resumes
 //! the limit it had (at start: `max_inflight`). The measurement is repeated every
 //! [`GradientConfig::probe_interval`], and early when [`FLOOR_WINDOWS`] windows in a row have
 //! halved the limit or left it at `min_limit`, so a dependency that got slower for good is soon
@@ -12,21 +12,26 @@
 //!
 //! **Limit.** Between measurements, samples are gathered in windows of at least
 //! [`GradientConfig::interval`] and [`GradientConfig::min_samples`] calls. At the end of each
-//! window, with `recent` the window's median latency (a timed-out call counts with the time it
-//! was given, so timeouts push it up):
+//! window, with `recent` the window's *mean* latency (a timed-out call counts with the time it was
+//! given, so timeouts push it up):
 //!
 //! ```text
 //! gradient = (baseline · (1 + buffer)) / recent, clamped to [0.5, 2]
-//! limit    = limit · gradient + √limit        bounded by [min_limit, max_limit]
+//! limit    = limit · gradient + headroom        bounded by [min_limit, max_limit]
 //! ```
 //!
-//! Without queueing the gradient is above 1 and the limit grows quickly; once calls queue in the
-//! dependency, latency grows with the limit and the limit settles where `recent` is about
-//! `baseline · (1 + buffer)` plus a queue of about √limit (`√limit` is the headroom that lets it
-//! find capacity that comes back). A dependency that loses capacity raises `recent` within one
-//! window and halves the limit per window at most, so the excess is shed with fast 429s instead
-//! of waiting in its queue. The limit does not grow in a window whose peak in-flight count stayed
-//! below half of it: nothing was learned about more concurrency.
+//! The mean, because with `n` calls in a dependency that serves `c` at once it is the unloaded
+//! latency times `n / c` (Little's law), while a median does not move until more than half of the
+//! calls queue. Without queueing the gradient is 1 + buffer and the limit grows by a tenth and one
+//! call per window; once calls queue, latency grows with the limit and the limit settles where
+//! `recent` is about `baseline · (1 + buffer)`: a queue of about a tenth of the dependency's
+//! capacity. A dependency that loses capacity raises `recent` within a window and the limit falls
+//! by up to half per window, so the excess is shed with fast 429s instead of waiting in its queue.
+//!
+//! The limit only grows in a window whose peak in-flight count reached half of it (otherwise
+//! nothing was learned about more concurrency), and in which at least `min_samples` calls started
+//! after the last raise (otherwise the window still describes the old limit, and raising again
+//! would compound a round trip's worth of raises before seeing any of them). It shrinks at once.
 //!
 //! Priority classes keep their meaning: they get fixed fractions of the live limit (see
 //! [`super::Limits::from_limit`]).
@@ -49,6 +54,8 @@ pub struct GradientConfig {
     pub min_samples: usize,
     /// Latency accepted above the baseline before the limit shrinks, as a share of it.
     pub buffer: f64,
+    /// Calls added to the limit at every update (room to find capacity that comes back).
+    pub headroom: f64,
     /// How often the baseline is measured again.
     pub probe_interval: Duration,
     /// Calls at `min_limit` whose median is the baseline.
@@ -61,9 +68,10 @@ impl GradientConfig {
         Self {
             min_limit,
             max_limit,
-            interval: Duration::from_millis(100),
+            interval: Duration::from_millis(50),
             min_samples: 10,
             buffer: 0.1,
+            headroom: 1.0,
             probe_interval: Duration::from_secs(30),
             probe_samples: 25,
         }
@@ -98,6 +106,10 @@ pub struct GradientLimiter {
     /// Measuring the baseline since this instant: the limit is pinned to `min_limit`.
     measuring_since: Option<Instant>,
     next_measurement: Option<Instant>,
+    /// When the limit last grew; samples of calls started before it say nothing about the new one.
+    raised_at: Option<Instant>,
+    /// Samples in the window of calls started after `raised_at`.
+    fresh: usize,
     windows_at_floor: u32,
 }
 
@@ -114,6 +126,8 @@ impl GradientLimiter {
             peak_inflight: 0,
             measuring_since: Some(now),
             next_measurement: None,
+            raised_at: None,
+            fresh: 0,
             windows_at_floor: 0,
         }
     }
@@ -160,6 +174,7 @@ impl GradientLimiter {
         }
         let window_start = *self.window_start.get_or_insert(now);
         self.samples.push(latency);
+        self.fresh += usize::from(self.raised_at.is_none_or(|at| call.started >= at));
         self.peak_inflight = self.peak_inflight.max(call.inflight);
         if now.saturating_duration_since(window_start) >= self.config.interval
             && self.samples.len() >= self.config.min_samples
@@ -173,19 +188,31 @@ impl GradientLimiter {
         self.samples.clear();
         self.window_start = Some(now);
         self.peak_inflight = 0;
+        self.fresh = 0;
     }
 
     fn end_window(&mut self, now: Instant) {
         let Some(baseline) = self.baseline else {
             return;
         };
-        self.recent = median(&mut self.samples);
+        // The mean, not a percentile: with n calls in a dependency that serves c at once, the
+        // mean latency is the unloaded one times n / c (Little's law), while the median does not
+        // move until more than half of the calls queue.
+        self.recent = self.samples.iter().sum::<f64>() / self.samples.len() as f64;
         let gradient =
             (baseline * (1.0 + self.config.buffer) / self.recent).clamp(GRADIENT.0, GRADIENT.1);
-        let mut new = self.limit * gradient + self.limit.sqrt();
-        // Too little in use to learn anything about a higher limit: only shrink.
-        if new > self.limit && f64::from(self.peak_inflight) < self.limit / 2.0 {
-            new = self.limit;
+        let mut new = self.limit * gradient + self.config.headroom;
+        // Only shrink when too little was in use to learn anything about a higher limit, or
+        // when too few calls have yet run under the last raise (growing again before seeing its
+        // effect would compound one dependency round trip's worth of raises).
+        if new > self.limit {
+            if f64::from(self.peak_inflight) < self.limit / 2.0
+                || self.fresh < self.config.min_samples
+            {
+                new = self.limit;
+            } else {
+                self.raised_at = Some(now);
+            }
         }
         let (min, max) = (
             f64::from(self.config.min_limit),
@@ -333,12 +360,58 @@ mod tests {
         // Over the last 2 s: each limit within [capacity, 2.5 x capacity] of what reaches it.
         let limits = drive(&mut l, &mut now, Duration::from_secs(2), ms(50), 10, 0.9);
         let (lo, hi) = (limits.iter().min().unwrap(), limits.iter().max().unwrap());
-        assert!(*lo >= 11 && *hi <= 25, "limit moved within {lo}-{hi}");
+        assert!(*lo >= 11 && *hi <= 16, "limit moved within {lo}-{hi}");
         let (recent, baseline) = l.latencies();
         assert!(
-            recent <= baseline.mul_f64(2.0),
+            recent <= baseline.mul_f64(1.3),
             "{recent:?} vs {baseline:?}"
         );
+    }
+
+    #[test]
+    fn a_queue_that_only_some_calls_wait_in_still_shrinks_the_limit() {
+        let t0 = Instant::now();
+        let mut l = GradientLimiter::new(config(), 40, t0);
+        let mut now = t0 + ms(50);
+        for _ in 0..25 {
+            now += ms(2);
+            l.on_sample(now, call(now - ms(50), ms(50), 5));
+        }
+        assert_eq!(l.limit(), 40);
+        // Seven calls in ten run at once, three wait one round: the median would not move.
+        for i in 0..40 {
+            now += ms(2);
+            let latency = if i % 10 < 7 { ms(50) } else { ms(100) };
+            l.on_sample(now, call(now - latency, latency, 40));
+        }
+        assert!(l.limit() < 40, "{}", l.limit());
+    }
+
+    #[test]
+    fn it_raises_the_limit_again_only_after_calls_have_run_under_the_last_raise() {
+        let t0 = Instant::now();
+        let mut l = GradientLimiter::new(config(), 40, t0);
+        let mut now = t0 + ms(50);
+        for _ in 0..25 {
+            now += ms(2);
+            l.on_sample(now, call(now - ms(50), ms(50), 5));
+        }
+        // Calls that all started long ago (a slow dependency at the old limit): one raise, then
+        // none while no call started after it has finished.
+        let mut limits = Vec::new();
+        for _ in 0..200 {
+            now += ms(2);
+            limits.push(l.on_sample(now, call(t0, ms(50), 40)));
+        }
+        limits.dedup();
+        assert_eq!(limits.len(), 2, "{limits:?}");
+        assert!(limits[1] > 40);
+        // Calls started after it let it grow again.
+        for _ in 0..100 {
+            now += ms(2);
+            l.on_sample(now, call(now - ms(50), ms(50), 60));
+        }
+        assert!(l.limit() > limits[1], "{} vs {}", l.limit(), limits[1]);
     }
 
     #[test]
