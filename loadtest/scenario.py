@@ -2,7 +2,7 @@
 """Static vs adaptive admission when the dependency loses capacity mid-run. Loopback, bounded (~3 min).
 
 An api (role api) and a simulated upstream (role upstream, 50 ms per call) run as separate
-processes. Constant offered load: 400 clients at 5 req/s each (2000 req/s), from 8 staggered hey
+processes. Constant offered load: 400 clients at 5 req/s each (2000 req/s), from 40 staggered hey
 processes. The upstream serves 50 calls at once (capacity 1000/s) until, 15 s into the load, it
 loses capacity (upstream.degrade_after_seconds): from then on it serves 10 at once (200/s), as when
 a dependency loses replicas. Nothing restarts, so every failure seen is the capacity loss's doing.
@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BEFORE, AFTER, SETTLE = 15, 25, 5  # seconds before the drop, after it, and of those the first (transient)
 CAPACITY = (50, 10)  # upstream.concurrency before and after the drop (50 ms per call: 1000/s, 200/s)
-CLIENTS, GROUPS, RATE = 400, 8, 5
+CLIENTS, GROUPS, RATE = 400, 40, 5
 RUNS = [("static", "consecutive"), ("adaptive", "consecutive"), ("static", "failure_rate"), ("adaptive", "failure_rate")]
 
 
