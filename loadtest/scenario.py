@@ -92,14 +92,14 @@ def run(mode, breaker, binary, workdir):
                "LOAD_SHED__BREAKER__MODE": breaker}
     api = f"http://127.0.0.1:{api_port}"
     # The api first, so the upstream's clock (its degrade timer) starts just before the load.
-    api_proc = subprocess.Popen([binary], env=api_env, stdout=subprocess.DEVNULL, stderr=open(workdir / f"{name}-api.log", "wb"))
+    api_proc = subprocess.Popen([binary], env=api_env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=open(workdir / f"{name}-api.log", "wb"))
     wait_up(f"{api}/healthz", api_proc)
     up_env = {**base, "LOAD_SHED__ROLE": "upstream", "LOAD_SHED__UPSTREAM__LISTEN": f"127.0.0.1:{up_port}",
               "LOAD_SHED__UPSTREAM__LATENCY_MS": "50", "LOAD_SHED__UPSTREAM__CONCURRENCY": str(CAPACITY[0]),
               "LOAD_SHED__UPSTREAM__DEGRADED_CONCURRENCY": str(CAPACITY[1]),
               "LOAD_SHED__UPSTREAM__DEGRADE_AFTER_SECONDS": str(BEFORE + 1), "LOAD_SHED__SHUTDOWN__GRACE_SECONDS": "0"}
     up_started = time.time()
-    up = subprocess.Popen([binary], env=up_env, stdout=subprocess.DEVNULL, stderr=open(workdir / f"{name}-up.log", "wb"))
+    up = subprocess.Popen([binary], env=up_env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=open(workdir / f"{name}-up.log", "wb"))
     wait_up(f"http://127.0.0.1:{up_port}/healthz", up)
     drop = up_started + BEFORE + 1
     # Load starts one second before the drop minus BEFORE; runs until AFTER seconds past it.

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub breaker_transitions: IntCounterVec,
     pub admission_requests: IntCounterVec,
     pub admission_inflight: IntGauge,
+    /// Requests waiting in the admission backlog (`admission.queue_size`).
+    pub admission_queued: IntGauge,
     pub admission_limit: IntGaugeVec,
     /// The adaptive limiter's latency averages: `window` = short (recent) or long (baseline).
     pub admission_latency: GaugeVec,
@@ -103,6 +105,10 @@ impl Metrics {
         )?;
         let admission_inflight =
             IntGauge::new("admission_inflight", "Admitted requests now in flight")?;
+        let admission_queued = IntGauge::new(
+            "admission_queued",
+            "Requests waiting in the admission backlog for a slot",
+        )?;
         let admission_latency = GaugeVec::new(
             Opts::new(
                 "admission_latency_seconds",
@@ -137,6 +143,7 @@ impl Metrics {
         registry.register(Box::new(breaker_transitions.clone()))?;
         registry.register(Box::new(admission_requests.clone()))?;
         registry.register(Box::new(admission_inflight.clone()))?;
+        registry.register(Box::new(admission_queued.clone()))?;
         registry.register(Box::new(admission_limit.clone()))?;
         registry.register(Box::new(admission_released.clone()))?;
         registry.register(Box::new(admission_latency.clone()))?;
@@ -183,6 +190,7 @@ impl Metrics {
                 breaker_transitions,
                 admission_requests,
                 admission_inflight,
+                admission_queued,
                 admission_limit,
                 admission_released,
                 admission_latency,

@@ -192,6 +192,9 @@ pub struct AdmissionSettings {
     pub max_limit: u32,
     pub normal_fraction: f64,
     pub low_fraction: f64,
+    /// Requests that may wait for a slot instead of being shed at once (0 = none).
+    pub queue_size: u32,
+    pub queue_timeout_ms: u64,
 }
 
 impl AdmissionSettings {
@@ -201,6 +204,14 @@ impl AdmissionSettings {
             normal: self.normal_max_inflight,
             low: self.low_max_inflight,
         }
+    }
+
+    /// The backlog: how many may wait, and for how long.
+    pub fn backlog(&self) -> (usize, Duration) {
+        (
+            self.queue_size as usize,
+            Duration::from_millis(self.queue_timeout_ms),
+        )
     }
 
     /// The adaptive limiter, when `mode = "adaptive"`, with the class fractions.
@@ -606,6 +617,8 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             )
         },
     )?;
+    in_range("admission.queue_size", a.queue_size.into(), 0, 100_000)?;
+    in_range("admission.queue_timeout_ms", a.queue_timeout_ms, 1, 60_000)?;
     if a.mode == "adaptive" {
         in_range(
             "admission.max_inflight",
@@ -874,6 +887,16 @@ mod tests {
             ),
             ("LOAD_SHED__BREAKER__MODE", "rate", "breaker.mode"),
             ("LOAD_SHED__ADMISSION__MODE", "auto", "admission.mode"),
+            (
+                "LOAD_SHED__ADMISSION__QUEUE_TIMEOUT_MS",
+                "0",
+                "admission.queue_timeout_ms",
+            ),
+            (
+                "LOAD_SHED__ADMISSION__QUEUE_SIZE",
+                "100001",
+                "admission.queue_size",
+            ),
             (
                 "LOAD_SHED__ADMISSION__MIN_LIMIT",
                 "2",

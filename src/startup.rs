@@ -96,6 +96,7 @@ impl Application {
                 admission: AdmissionHandle::start(
                     settings.admission.limits(),
                     settings.admission.adaptive(),
+                    settings.admission.backlog(),
                     metrics.clone(),
                 ),
                 breaker: BreakerHandle::start(settings.breaker.machine_config(), metrics.clone()),

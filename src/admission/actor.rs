@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use tokio::sync::oneshot;
+
 use super::adaptive::{CallSample, GradientConfig, GradientLimiter};
+use super::backlog::Backlog;
 use super::machine::{Admission, Fractions, Limits, PermitToken, Priority, Shed};
 use crate::metrics::Metrics;
 
@@ -23,11 +26,22 @@ const MAILBOX_CAPACITY: usize = 1024;
 
 /// Asks for a slot of one class, for a request to `path` (the decision is counted by path).
 #[derive(Message)]
-#[rtype(result = "Result<Permit, Shed>")]
+#[rtype(result = "Result<Permit, NotNow>")]
 pub struct Acquire {
     pub priority: Priority,
     pub path: &'static str,
 }
+
+/// Why an [`Acquire`] got no permit at once.
+pub enum NotNow {
+    Shed,
+    /// Waiting in the backlog: the answer comes on this channel (a permit, or shed when the
+    /// queue timeout passes or a newer request takes the place).
+    Queued(oneshot::Receiver<Result<Permit, Shed>>),
+}
+
+/// A request in the backlog: where to send its answer, and its path (for counting).
+type Waiting = (oneshot::Sender<Result<Permit, Shed>>, &'static str);
 
 /// One finished upstream call, for the adaptive limiter.
 #[derive(Message)]
@@ -53,6 +67,8 @@ pub struct AdmissionActor {
     adaptive: Option<(GradientLimiter, Fractions)>,
     /// Admitted permits not yet dropped: read by handlers for the fast shed.
     inflight: Arc<AtomicU32>,
+    /// Requests waiting for a slot (`admission.queue_size`; empty and unused when 0).
+    backlog: Backlog<Waiting>,
     metrics: Metrics,
 }
 
@@ -72,6 +88,53 @@ impl AdmissionActor {
         self.metrics
             .admission_inflight
             .set(i64::from(self.machine.inflight()));
+        self.metrics.admission_queued.set(self.backlog.len() as i64);
+    }
+
+    /// A permit for `token`, built here with the actor's address: if its asker is gone, dropping
+    /// it releases the slot.
+    fn permit(&self, token: PermitToken, ctx: &Context<Self>) -> Permit {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        Permit {
+            token: Some(token),
+            addr: ctx.address(),
+            inflight: self.inflight.clone(),
+        }
+    }
+
+    /// Sheds the waiters whose queue timeout has passed; then gives free slots to the newest
+    /// waiters that fit.
+    fn serve_backlog(&mut self, ctx: &Context<Self>) {
+        if self.backlog.is_empty() {
+            return;
+        }
+        for (priority, (tx, path)) in self.backlog.expire(Instant::now()) {
+            count_decision(&self.metrics, path, priority, false);
+            let _ = tx.send(Err(Shed));
+        }
+        loop {
+            let (limits, inflight) = (self.machine.limits(), self.machine.inflight());
+            let Some((priority, (tx, path))) =
+                self.backlog.pop_newest(|p| inflight < limits.ceiling(p))
+            else {
+                break;
+            };
+            if tx.is_closed() {
+                // Its client went away while it waited.
+                count_decision(&self.metrics, path, priority, false);
+                continue;
+            }
+            let Ok(token) = self.machine.try_acquire(priority) else {
+                count_decision(&self.metrics, path, priority, false);
+                let _ = tx.send(Err(Shed));
+                continue;
+            };
+            // As for a direct answer: granted is admitted; if the asker has just gone, the
+            // returned permit is dropped here, which releases the slot (and counts it).
+            count_decision(&self.metrics, path, priority, true);
+            let _ = tx.send(Ok(self.permit(token, ctx)));
+        }
+        self.publish();
     }
 }
 
@@ -86,29 +149,40 @@ impl Actor for AdmissionActor {
 }
 
 impl Handler<Acquire> for AdmissionActor {
-    type Result = Result<Permit, Shed>;
+    type Result = Result<Permit, NotNow>;
 
     fn handle(&mut self, msg: Acquire, ctx: &mut Self::Context) -> Self::Result {
         // Counted here, where the decision is made: a permit granted to an asker that has just
         // gone is still an admission (and its release is counted when the Permit drops).
-        let decision = self.machine.try_acquire(msg.priority);
-        count_decision(&self.metrics, msg.path, msg.priority, decision.is_ok());
-        let token = decision?;
-        self.inflight.fetch_add(1, Ordering::AcqRel);
+        if let Ok(token) = self.machine.try_acquire(msg.priority) {
+            count_decision(&self.metrics, msg.path, msg.priority, true);
+            let permit = self.permit(token, ctx);
+            self.publish();
+            return Ok(permit);
+        }
+        if !self.backlog.enabled() {
+            count_decision(&self.metrics, msg.path, msg.priority, false);
+            return Err(NotNow::Shed);
+        }
+        let (tx, rx) = oneshot::channel();
+        if let Some((priority, (old, path))) =
+            self.backlog
+                .push(Instant::now(), msg.priority, (tx, msg.path))
+        {
+            // The backlog was full: its oldest waiter makes room.
+            count_decision(&self.metrics, path, priority, false);
+            let _ = old.send(Err(Shed));
+        }
+        ctx.run_later(self.backlog.timeout(), |act, ctx| act.serve_backlog(ctx));
         self.publish();
-        // Built here, with its own address: if the asker is gone, dropping the Permit releases it.
-        Ok(Permit {
-            token: Some(token),
-            addr: ctx.address(),
-            inflight: self.inflight.clone(),
-        })
+        Err(NotNow::Queued(rx))
     }
 }
 
 impl Handler<Sample> for AdmissionActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Sample, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Sample, ctx: &mut Self::Context) {
         let Some((limiter, fractions)) = &mut self.adaptive else {
             return;
         };
@@ -144,6 +218,7 @@ impl Handler<Sample> for AdmissionActor {
             self.machine
                 .set_limits(Limits::from_limit(limit, fractions));
             self.publish_limits();
+            self.serve_backlog(ctx);
         }
     }
 }
@@ -151,12 +226,13 @@ impl Handler<Sample> for AdmissionActor {
 impl Handler<Release> for AdmissionActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Release, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
         self.metrics
             .admission_released
             .with_label_values(&[msg.token.priority().as_str()])
             .inc();
         self.machine.release(msg.token);
+        self.serve_backlog(ctx);
         self.publish();
     }
 }
@@ -197,6 +273,8 @@ pub struct AdmissionHandle {
     ceilings: Arc<[AtomicU32; 3]>,
     /// Whether latency samples feed an adaptive limiter.
     adaptive: bool,
+    /// Whether a full class waits in a backlog (then every request asks the actor).
+    queued: bool,
     metrics: Metrics,
 }
 
@@ -207,6 +285,7 @@ impl AdmissionHandle {
     pub fn start(
         limits: Limits,
         adaptive: Option<(GradientConfig, Fractions)>,
+        backlog: (usize, Duration),
         metrics: Metrics,
     ) -> Self {
         let adaptive = adaptive.map(|(config, fractions)| {
@@ -227,6 +306,7 @@ impl AdmissionHandle {
             ceilings: ceilings.clone(),
             adaptive,
             inflight: inflight.clone(),
+            backlog: Backlog::new(backlog.0, backlog.1),
             metrics: metrics.clone(),
         }
         .start();
@@ -235,6 +315,7 @@ impl AdmissionHandle {
             inflight,
             ceilings,
             adaptive: is_adaptive,
+            queued: backlog.0 > 0,
             metrics,
         }
     }
@@ -276,15 +357,22 @@ impl AdmissionHandle {
         Ok(())
     }
 
-    /// Admits or sheds one request to `path`. A class already full by the in-flight count is shed
-    /// at once; otherwise the actor decides. Every decision is counted once, where it is made.
+    /// Admits or sheds one request to `path`. Without a backlog, a class already full by the
+    /// in-flight count is shed at once; otherwise the actor decides, and with a backlog a request
+    /// may wait up to the queue timeout. Every decision is counted once, where it is made.
     pub async fn acquire(&self, path: &'static str, priority: Priority) -> Result<Permit, Shed> {
-        if !self.has_room(priority) {
+        if !self.queued && !self.has_room(priority) {
             count_decision(&self.metrics, path, priority, false);
             return Err(Shed);
         }
         match self.addr.send(Acquire { priority, path }).await {
-            Ok(decision) => decision,
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(NotNow::Shed)) => Err(Shed),
+            // Answered (and counted) by the actor, unless it stopped with the request queued.
+            Ok(Err(NotNow::Queued(rx))) => rx.await.unwrap_or_else(|_| {
+                count_decision(&self.metrics, path, priority, false);
+                Err(Shed)
+            }),
             // The actor is gone (shutting down): shed rather than run unaccounted.
             Err(_) => {
                 count_decision(&self.metrics, path, priority, false);

@@ -7,6 +7,7 @@
 
 pub mod actor;
 pub mod adaptive;
+pub mod backlog;
 pub mod machine;
 
 pub use actor::{AdmissionActor, AdmissionHandle, Permit};

@@ -31,7 +31,7 @@ async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome
             return Outcome::Invalid(bad);
         }
     }
-    let params = match ClientParams::from_request(req, state.defaults) {
+    let mut params = match ClientParams::from_request(req, state.defaults) {
         Ok(p) => p,
         Err(bad) => return Outcome::Invalid(bad),
     };
@@ -48,10 +48,22 @@ async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome
         }
         return breaker_open(state, retry_after);
     }
+    let asked = Instant::now();
     let permit = match state.admit("/client", params.priority).await {
         Ok(permit) => permit,
         Err(shed) => return shed,
     };
+    // Time spent in the admission backlog comes out of the caller's budget.
+    if let Some(budget) = params.budget {
+        let left = budget.saturating_sub(asked.elapsed());
+        if left.is_zero() || left < state.defaults.min_budget {
+            return Outcome::DeadlineTooShort;
+        }
+        if left < params.timeout {
+            params.timeout = left;
+            params.full_timeout = left >= state.defaults.timeout;
+        }
+    }
     let pass = match state.breaker.allow().await {
         Ok(pass) => pass,
         Err(rejected) => return breaker_open(state, rejected.retry_after),

@@ -1,5 +1,6 @@
 mod aborts;
 mod admission;
+mod backlog;
 mod binary;
 mod breaker;
 mod client;

@@ -85,6 +85,8 @@ LOAD_SHED__ADMISSION__MIN_LIMIT: {{ int64 $c.admission.minLimit | quote }}
 LOAD_SHED__ADMISSION__MAX_LIMIT: {{ int64 $c.admission.maxLimit | quote }}
 LOAD_SHED__ADMISSION__NORMAL_FRACTION: {{ $c.admission.normalFraction | toString | quote }}
 LOAD_SHED__ADMISSION__LOW_FRACTION: {{ $c.admission.lowFraction | toString | quote }}
+LOAD_SHED__ADMISSION__QUEUE_SIZE: {{ int64 $c.admission.queueSize | quote }}
+LOAD_SHED__ADMISSION__QUEUE_TIMEOUT_MS: {{ int64 $c.admission.queueTimeoutMs | quote }}
 LOAD_SHED__SHUTDOWN__GRACE_SECONDS: {{ int64 $c.shutdown.graceSeconds | quote }}
 {{ include "load-shed-api.serverEnv" . }}
 RUST_LOG: {{ .Values.logLevel | quote }}
