@@ -619,14 +619,6 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
     )?;
     in_range("admission.queue_size", a.queue_size.into(), 0, 100_000)?;
     in_range("admission.queue_timeout_ms", a.queue_timeout_ms, 1, 60_000)?;
-    if a.mode == "adaptive" {
-        in_range(
-            "admission.max_inflight",
-            a.max_inflight.into(),
-            a.min_limit.into(),
-            a.max_limit.into(),
-        )?;
-    }
     in_range(
         "shutdown.grace_seconds",
         raw.shutdown.grace_seconds,

@@ -279,9 +279,10 @@ pub struct AdmissionHandle {
 }
 
 impl AdmissionHandle {
-    /// Starts the one `AdmissionActor` on the current arbiter. With `adaptive`, the limiter first
-    /// measures its baseline at `min_limit`, then resumes `limits.high`; the lower classes get
-    /// their fractions of the live limit.
+    /// Starts the one `AdmissionActor` on the current arbiter. With `adaptive`, the static
+    /// `limits` are not used: the limiter measures its baseline at `min_limit` and grows from
+    /// there (starting high would send a dependency of unknown capacity a burst it may not
+    /// survive); the lower classes get their fractions of the live limit.
     pub fn start(
         limits: Limits,
         adaptive: Option<(GradientConfig, Fractions)>,
@@ -290,7 +291,7 @@ impl AdmissionHandle {
     ) -> Self {
         let adaptive = adaptive.map(|(config, fractions)| {
             (
-                GradientLimiter::new(config, limits.high, Instant::now()),
+                GradientLimiter::new(config, config.min_limit, Instant::now()),
                 fractions,
             )
         });

@@ -5,7 +5,8 @@
 //! **Baseline (min RTT).** The limiter first pins the limit to `min_limit` and takes the median
 //! latency of the next [`GradientConfig::probe_samples`] calls *started after the pin* (so few at
 //! once cannot queue in the dependency: this is its latency without queueing). It then resumes
-//! the limit it had (at start: `max_inflight`). The measurement is repeated every
+//! the limit it had (at start, the service passes `min_limit`: the limit grows from the bottom,
+//! as it must for a dependency of unknown capacity). The measurement is repeated every
 //! [`GradientConfig::probe_interval`], and early when [`FLOOR_WINDOWS`] windows in a row have
 //! halved the limit or left it at `min_limit`, so a dependency that got slower for good is soon
 //! taken as it is. Calls that timed out never enter the baseline.

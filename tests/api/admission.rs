@@ -128,19 +128,16 @@ async fn a_client_is_never_shed_by_the_slot_of_its_own_previous_request() {
     assert_eq!(shed, 0, "{shed} of 300 sequential requests were shed");
 }
 
-#[actix_web::test]
-async fn the_adaptive_limit_falls_when_the_dependency_starts_queueing() {
-    // The dependency serves 4 calls at once (50 ms each): 80 calls/s. 40 clients make it queue.
+/// 40 clients for `seconds` against a dependency serving `slots` calls at once (50 ms each), with
+/// adaptive admission; returns the metrics text at the end and the highest limit seen.
+async fn adaptive_run(slots: &str, seconds: u64) -> (String, f64) {
     let app = spawn_app(&[
         ("LOAD_SHED__ADMISSION__MODE", "adaptive"),
-        ("LOAD_SHED__UPSTREAM__CONCURRENCY", "4"),
+        ("LOAD_SHED__UPSTREAM__CONCURRENCY", slots),
         ("LOAD_SHED__UPSTREAM__LATENCY_MS", "50"),
         ("LOAD_SHED__TIMEOUTS__UPSTREAM_MS", "5000"),
     ])
     .await;
-    let high = |text: &str| {
-        crate::helpers::series_value(text, "admission_limit", &[("priority", "high")]).unwrap()
-    };
     let text = app.metrics().await;
     assert_eq!(
         high(&text),
@@ -152,8 +149,8 @@ async fn the_adaptive_limit_falls_when_the_dependency_starts_queueing() {
         crate::helpers::series_value(&text, "admission_limit", &[("priority", "low")]),
         Some(3.0)
     );
-
     let url = app.url("/client?priority=high");
+    let until = std::time::Instant::now() + Duration::from_secs(seconds);
     let clients: Vec<_> = (0..40)
         .map(|_| {
             let url = url.clone();
@@ -161,7 +158,6 @@ async fn the_adaptive_limit_falls_when_the_dependency_starts_queueing() {
                 let client = awc::Client::builder()
                     .timeout(Duration::from_secs(10))
                     .finish();
-                let until = std::time::Instant::now() + Duration::from_secs(3);
                 while std::time::Instant::now() < until {
                     if let Ok(mut res) = client.get(&url).send().await {
                         let _ = res.body().await;
@@ -170,30 +166,49 @@ async fn the_adaptive_limit_falls_when_the_dependency_starts_queueing() {
             })
         })
         .collect();
+    let mut highest: f64 = 0.0;
+    while std::time::Instant::now() < until {
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        highest = highest.max(high(&app.metrics().await));
+    }
     for c in clients {
         c.await.unwrap();
     }
-    let text = app.metrics().await;
+    (app.metrics().await, highest)
+}
+
+fn high(text: &str) -> f64 {
+    crate::helpers::series_value(text, "admission_limit", &[("priority", "high")]).unwrap()
+}
+
+fn latency(text: &str, window: &str) -> f64 {
+    crate::helpers::series_value(text, "admission_latency_seconds", &[("window", window)]).unwrap()
+}
+
+#[actix_web::test]
+async fn the_adaptive_limit_stays_near_a_small_dependencys_capacity() {
+    // 4 calls at once, 50 ms each: 80 calls/s. 40 clients would queue ~10 deep with static ceilings.
+    let (text, highest) = adaptive_run("4", 3).await;
     let limit = high(&text);
-    assert!(
-        limit < 30.0,
-        "the limit should have fallen from the 50 it resumed, is {limit}"
-    );
-    assert!(limit >= 5.0, "never below min_limit: {limit}");
-    let short =
-        crate::helpers::series_value(&text, "admission_latency_seconds", &[("window", "short")])
-            .unwrap();
-    let baseline =
-        crate::helpers::series_value(&text, "admission_latency_seconds", &[("window", "long")])
-            .unwrap();
+    assert!((5.0..=12.0).contains(&limit), "limit {limit}");
+    assert!(highest <= 16.0, "never far above the capacity: {highest}");
+    let (recent, baseline) = (latency(&text, "short"), latency(&text, "long"));
     assert!(
         (0.045..0.1).contains(&baseline),
         "the baseline is the latency without queueing: {baseline}"
     );
     assert!(
-        short > baseline,
-        "queueing shows in the recent latency: {short} vs {baseline}"
+        recent < baseline * 2.5,
+        "a short queue, not 40 deep: {recent} vs {baseline}"
     );
     // The excess was shed with 429s instead of waiting in the dependency's queue.
     assert!(crate::helpers::client_decisions(&text, "high", "shed").unwrap() > 0.0);
+}
+
+#[actix_web::test]
+async fn the_adaptive_limit_grows_while_the_dependency_keeps_up() {
+    // 100 calls at once: 40 clients never make it queue, so the limit climbs past their number.
+    let (text, highest) = adaptive_run("100", 3).await;
+    assert!(highest >= 40.0, "grew from 5 to {highest}");
+    assert!(latency(&text, "short") < latency(&text, "long") * 1.5);
 }
