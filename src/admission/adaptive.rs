@@ -296,6 +296,20 @@ mod tests {
         }
     }
 
+    /// A limiter that has measured a 50 ms baseline and resumed `initial`: (limiter, its start,
+    /// the time now).
+    fn measured(initial: u32) -> (GradientLimiter, Instant, Instant) {
+        let t0 = Instant::now();
+        let mut l = GradientLimiter::new(config(), initial, t0);
+        let mut now = t0 + ms(50);
+        for _ in 0..25 {
+            now += ms(2);
+            l.on_sample(now, call(now - ms(50), ms(50), 5));
+        }
+        assert!(!l.measuring());
+        (l, t0, now)
+    }
+
     #[test]
     fn it_measures_the_baseline_at_the_minimum_then_resumes_the_initial_limit() {
         let t0 = Instant::now();
@@ -340,13 +354,7 @@ mod tests {
 
     #[test]
     fn an_unused_limit_does_not_grow() {
-        let t0 = Instant::now();
-        let mut l = GradientLimiter::new(config(), 50, t0);
-        let mut now = t0 + ms(50);
-        for _ in 0..25 {
-            now += ms(10);
-            l.on_sample(now, call(now - ms(50), ms(50), 3));
-        }
+        let (mut l, _, mut now) = measured(50);
         for _ in 0..500 {
             now += ms(10);
             assert_eq!(l.on_sample(now, call(now - ms(50), ms(50), 3)), 50);
@@ -358,7 +366,7 @@ mod tests {
         let mut now = Instant::now();
         let mut l = GradientLimiter::new(config(), 50, now);
         drive(&mut l, &mut now, Duration::from_secs(5), ms(50), 10, 0.9);
-        // Over the last 2 s: each limit within [capacity, 2.5 x capacity] of what reaches it.
+        // Over the last 2 s: the limit stays just above the 10 calls the dependency serves at once.
         let limits = drive(&mut l, &mut now, Duration::from_secs(2), ms(50), 10, 0.9);
         let (lo, hi) = (limits.iter().min().unwrap(), limits.iter().max().unwrap());
         assert!(*lo >= 11 && *hi <= 16, "limit moved within {lo}-{hi}");
@@ -371,13 +379,7 @@ mod tests {
 
     #[test]
     fn a_queue_that_only_some_calls_wait_in_still_shrinks_the_limit() {
-        let t0 = Instant::now();
-        let mut l = GradientLimiter::new(config(), 40, t0);
-        let mut now = t0 + ms(50);
-        for _ in 0..25 {
-            now += ms(2);
-            l.on_sample(now, call(now - ms(50), ms(50), 5));
-        }
+        let (mut l, _, mut now) = measured(40);
         assert_eq!(l.limit(), 40);
         // Seven calls in ten run at once, three wait one round: the median would not move.
         for i in 0..40 {
@@ -390,13 +392,7 @@ mod tests {
 
     #[test]
     fn it_raises_the_limit_again_only_after_calls_have_run_under_the_last_raise() {
-        let t0 = Instant::now();
-        let mut l = GradientLimiter::new(config(), 40, t0);
-        let mut now = t0 + ms(50);
-        for _ in 0..25 {
-            now += ms(2);
-            l.on_sample(now, call(now - ms(50), ms(50), 5));
-        }
+        let (mut l, t0, mut now) = measured(40);
         // Calls that all started long ago (a slow dependency at the old limit): one raise, then
         // none while no call started after it has finished.
         let mut limits = Vec::new();
