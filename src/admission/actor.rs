@@ -102,10 +102,11 @@ impl AdmissionActor {
         }
     }
 
-    /// Sheds the waiters whose queue timeout has passed; then gives free slots to the newest
-    /// waiters that fit.
+    /// Sheds the waiters whose queue timeout has passed, gives free slots to the newest waiters
+    /// that fit, then publishes the counts.
     fn serve_backlog(&mut self, ctx: &Context<Self>) {
         if self.backlog.is_empty() {
+            self.publish();
             return;
         }
         for (priority, (tx, path)) in self.backlog.expire(Instant::now()) {
@@ -233,7 +234,6 @@ impl Handler<Release> for AdmissionActor {
             .inc();
         self.machine.release(msg.token);
         self.serve_backlog(ctx);
-        self.publish();
     }
 }
 
