@@ -17,18 +17,17 @@ Usage: python3 .ci/chart_checks.py --binary target/debug/load-shed-api --crd-val
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "loadtest"))
+from harness import free_port, get  # noqa: E402  (shared with the load scripts)
 CHART = ROOT / "helm/load-shed-api"
 KUBE_VERSIONS = ["1.30.0", "1.35.0"]
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
@@ -48,20 +47,6 @@ def check(ok, what):
 
 def run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kw)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def metric(text, name, labels):

@@ -35,40 +35,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness import ROOT, free_port, get, percentile, rss_kib, stop, wait_up
+
 BINARY = ROOT / "target/release/load-shed-api"
 OUT = ROOT / "loadtest/out"
 RESULTS = ROOT / "loadtest/RESULTS.md"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(url, timeout=5):
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def wait_up(url, proc, what):
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"{what} exited with {proc.returncode}")
-        try:
-            get(url, timeout=1)
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"{what} did not come up")
 
 
 def wait_port_free(port):
@@ -101,10 +74,7 @@ class Service:
         wait_up(f"{self.api}/healthz", self.proc, "load-shed-api")
 
     def rss_kib(self):
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return 0
+        return rss_kib(self.proc.pid)
 
     def statuses(self, path):
         """http_requests_total by status for one route, from the service's own metrics."""
@@ -117,13 +87,7 @@ class Service:
         return out
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc, timeout=15)
         wait_port_free(self.api_port)
 
 
@@ -157,13 +121,7 @@ http {{
         wait_up(f"{self.base}/static", self.proc, "nginx")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc, signal.SIGQUIT)
 
 
 def to_ms(text):
@@ -286,13 +244,6 @@ def step_overload(service, reps, duration, groups=8):
           f"{med['admitted_p50_ms']:.1f} p99 {med['admitted_p99_ms']:.1f} ms  shed p50 {med['shed_p50_ms']:.2f} "
           f"p99 {med['shed_p99_ms']:.2f} ms  {status}", flush=True)
     return result
-
-
-def percentile(values, q):
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
 HOLD_SECONDS = 5  # the longest `ms` /client accepts

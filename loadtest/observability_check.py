@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness import ROOT, default_binary, free_port
 DASHBOARD = ROOT / "grafana/dashboards/load-shed-api.json"
 # The chart's copy: what a cluster would load (CI proves it identical to grafana/alerts/).
 RULES = ROOT / "helm/load-shed-api/files/load-shed-api.rules.yaml"
@@ -87,12 +86,6 @@ class Processes:
                 p.kill()
                 p.wait()
             print(f"stopped {name} (pid {p.pid}, exit {p.returncode})")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(url, timeout=5):
@@ -250,10 +243,7 @@ unset multiplot
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    default_bin = ROOT / "target/release/load-shed-api"
-    if not default_bin.exists():
-        default_bin = ROOT / "target/debug/load-shed-api"
-    parser.add_argument("--binary", default=str(default_bin))
+    parser.add_argument("--binary", default=str(default_binary()))
     parser.add_argument("--picture", default=str(ROOT / "loadtest/out/walkthrough.png"))
     args = parser.parse_args()
     for tool in ("prometheus", "hey", "gnuplot"):

@@ -19,67 +19,27 @@ import argparse
 import csv
 import datetime
 import os
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness import ROOT, free_port, get, percentile, series, stop, wait_up
+
 BEFORE, AFTER, SETTLE = 15, 25, 5  # seconds before the drop, after it, and of those the first (transient)
 CAPACITY = (50, 10)  # upstream.concurrency before and after the drop (50 ms per call: 1000/s, 200/s)
 CLIENTS, GROUPS, RATE = 400, 40, 5
 RUNS = [("static", "consecutive"), ("adaptive", "consecutive"), ("static", "failure_rate"), ("adaptive", "failure_rate")]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+NAN = float("nan")
 
 
-def metric(api, name, **labels):
-    with urllib.request.urlopen(f"{api}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if (line.startswith(name + "{") or line.startswith(name + " ")) and all(
-                f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def wait_up(url, proc):
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"exited {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"{url} did not come up")
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def percentile(values, q):
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+def sample(api):
+    """(time, the live high-priority limit, breaker openings so far)."""
+    text = get(f"{api}/metrics")[1]
+    return (time.time(), series(text, "admission_limit", priority="high"),
+            series(text, "circuit_breaker_transitions_total", to="open"))
 
 
 def run(mode, breaker, binary, workdir):
@@ -93,14 +53,14 @@ def run(mode, breaker, binary, workdir):
     api = f"http://127.0.0.1:{api_port}"
     # The api first, so the upstream's clock (its degrade timer) starts just before the load.
     api_proc = subprocess.Popen([binary], env=api_env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=open(workdir / f"{name}-api.log", "wb"))
-    wait_up(f"{api}/healthz", api_proc)
+    wait_up(f"{api}/healthz", api_proc, "the api")
     up_env = {**base, "LOAD_SHED__ROLE": "upstream", "LOAD_SHED__UPSTREAM__LISTEN": f"127.0.0.1:{up_port}",
               "LOAD_SHED__UPSTREAM__LATENCY_MS": "50", "LOAD_SHED__UPSTREAM__CONCURRENCY": str(CAPACITY[0]),
               "LOAD_SHED__UPSTREAM__DEGRADED_CONCURRENCY": str(CAPACITY[1]),
               "LOAD_SHED__UPSTREAM__DEGRADE_AFTER_SECONDS": str(BEFORE + 1), "LOAD_SHED__SHUTDOWN__GRACE_SECONDS": "0"}
     up_started = time.time()
     up = subprocess.Popen([binary], env=up_env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=open(workdir / f"{name}-up.log", "wb"))
-    wait_up(f"http://127.0.0.1:{up_port}/healthz", up)
+    wait_up(f"http://127.0.0.1:{up_port}/healthz", up, "the upstream")
     drop = up_started + BEFORE + 1
     # Load starts one second before the drop minus BEFORE; runs until AFTER seconds past it.
     time.sleep(max(0.0, drop - BEFORE - time.time()))
@@ -116,13 +76,11 @@ def run(mode, breaker, binary, workdir):
         time.sleep(1.0 / RATE / GROUPS)
     samples = []  # (time, high limit, breaker openings so far)
     while time.time() < start + total:
-        samples.append((time.time(), metric(api, "admission_limit", priority="high"),
-                        metric(api, "circuit_breaker_transitions_total", to="open")))
+        samples.append(sample(api))
         time.sleep(0.5)
     for h in heys:
         h.wait(timeout=60)
-    samples.append((time.time(), metric(api, "admission_limit", priority="high"),
-                    metric(api, "circuit_breaker_transitions_total", to="open")))
+    samples.append(sample(api))
     stop(api_proc)
     stop(up)
     # hey's CSV: response-time and the offset from its start; a request belongs to the phase it ended in.
@@ -146,7 +104,7 @@ def run(mode, breaker, binary, workdir):
         before = [x[2] for x in samples if x[0] < lo]
         after = [x[2] for x in samples if x[0] < hi]
         opens = (after[-1] if after else 0) - (before[-1] if before else 0)
-        results.append({"phase": label, "goodput": len(ok) / (hi - lo), "p50": percentile(ok, 50), "p99": percentile(ok, 99),
+        results.append({"phase": label, "goodput": len(ok) / (hi - lo), "p50": percentile(ok, 50, NAN), "p99": percentile(ok, 99, NAN),
                         "count": count, "opens": opens, "limit": f"{min(lim):.0f}–{max(lim):.0f}" if lim else "-"})
     per_second = [sum(1 for r in rows if r[1] == "200" and drop + s <= r[0] < drop + s + 1) for s in range(-5, AFTER)]
     return results, per_second

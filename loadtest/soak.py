@@ -30,10 +30,9 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness import ROOT, default_binary, free_port, get, rss_kib, series
 PHASES = [
     ("healthy", "ms=5&fail_rate=0"),
     ("slow", "ms=150&fail_rate=0"),
@@ -41,34 +40,6 @@ PHASES = [
     ("timing out", "ms=400&fail_rate=0"),
 ]
 PHASE_SECONDS = 10
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def metrics(api):
-    with urllib.request.urlopen(f"{api}/metrics", timeout=5) as r:
-        return r.read().decode()
-
-
-def series(text, name, **labels):
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def rss_kib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def aborting_client(api_port, deadline, phase, counts, lock):
@@ -87,10 +58,7 @@ def aborting_client(api_port, deadline, phase, counts, lock):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    default_bin = ROOT / "target/release/load-shed-api"
-    if not default_bin.exists():
-        default_bin = ROOT / "target/debug/load-shed-api"
-    p.add_argument("--binary", default=str(default_bin))
+    p.add_argument("--binary", default=str(default_binary()))
     p.add_argument("--seconds", type=int, default=180)
     p.add_argument("--record", action="store_true", help="append the figures to loadtest/RESULTS.md")
     args = p.parse_args()
@@ -122,7 +90,7 @@ def main():
         deadline = time.time() + 20
         while time.time() < deadline:
             try:
-                metrics(api)
+                get(f"{api}/metrics")
                 break
             except OSError:
                 time.sleep(0.1)
@@ -170,9 +138,9 @@ def main():
 
         # Quiet: the last requests and releases drain.
         deadline = time.time() + 15
-        while time.time() < deadline and series(metrics(api), "admission_inflight") != 0:
+        while time.time() < deadline and series(get(f"{api}/metrics")[1], "admission_inflight") != 0:
             time.sleep(0.2)
-        text = metrics(api)
+        text = get(f"{api}/metrics")[1]
         inflight = series(text, "admission_inflight")
         results["inflight"] = inflight
         check(inflight == 0, f"admission_inflight is {inflight}, not 0")
