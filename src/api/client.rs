@@ -54,15 +54,11 @@ async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome
         Err(shed) => return shed,
     };
     // Time spent in the admission backlog comes out of the caller's budget.
-    if let Some(budget) = params.budget {
-        let left = budget.saturating_sub(asked.elapsed());
-        if left.is_zero() || left < state.defaults.min_budget {
-            return Outcome::DeadlineTooShort;
-        }
-        if left < params.timeout {
-            params.timeout = left;
-            params.full_timeout = left >= state.defaults.timeout;
-        }
+    if params
+        .spend(asked.elapsed(), state.defaults)
+        .is_some_and(|left| left.is_zero() || left < state.defaults.min_budget)
+    {
+        return Outcome::DeadlineTooShort;
     }
     let pass = match state.breaker.allow().await {
         Ok(pass) => pass,

@@ -182,16 +182,31 @@ impl ClientParams {
             .map(|v| integer_in("X-Request-Timeout-Ms", v, 0, MAX_BUDGET_MS))
             .transpose()?
             .map(Duration::from_millis);
-        let timeout = budget.map_or(asked, |b| b.min(asked));
         let priority = priority(&q, headers)?;
-        Ok(Self {
+        let mut params = Self {
             ms,
             fail_rate,
-            timeout,
-            full_timeout: timeout >= defaults.timeout,
+            timeout: asked,
+            full_timeout: asked >= defaults.timeout,
             priority,
             budget,
-        })
+        };
+        // The budget caps the timeout from the start.
+        params.spend(Duration::ZERO, defaults);
+        Ok(params)
+    }
+
+    /// Takes `spent` (time already used, e.g. waiting for admission) out of the caller's budget:
+    /// the timeout in force becomes at most what is left, and full only if that is still at
+    /// least the default. Returns what is left, or `None` when the caller sent no budget.
+    pub fn spend(&mut self, spent: Duration, defaults: ClientDefaults) -> Option<Duration> {
+        let left = self.budget?.saturating_sub(spent);
+        self.budget = Some(left);
+        if left < self.timeout {
+            self.timeout = left;
+            self.full_timeout = left >= defaults.timeout;
+        }
+        Some(left)
     }
 }
 
@@ -346,6 +361,31 @@ mod tests {
             ClientParams::parse("", &bad, DEFAULTS).unwrap_err().param,
             "X-Request-Timeout-Ms"
         );
+    }
+
+    #[test]
+    fn time_spent_comes_out_of_the_budget_and_the_timeout() {
+        let h = headers(&[("X-Request-Timeout-Ms", "500")]);
+        let mut p = ClientParams::parse("timeout_ms=400", &h, DEFAULTS).unwrap();
+        assert_eq!(p.timeout, Duration::from_millis(400));
+        // 150 ms waited: 350 ms left, still above the 200 ms default.
+        assert_eq!(
+            p.spend(Duration::from_millis(150), DEFAULTS),
+            Some(Duration::from_millis(350))
+        );
+        assert_eq!(p.timeout, Duration::from_millis(350));
+        assert!(p.full_timeout);
+        // 250 ms more: 100 ms left, a short timeout now.
+        assert_eq!(
+            p.spend(Duration::from_millis(250), DEFAULTS),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(p.timeout, Duration::from_millis(100));
+        assert!(!p.full_timeout);
+        // Without a budget nothing changes.
+        let mut p = ClientParams::parse("", &HeaderMap::new(), DEFAULTS).unwrap();
+        assert_eq!(p.spend(Duration::from_secs(9), DEFAULTS), None);
+        assert_eq!(p.timeout, Duration::from_millis(200));
     }
 
     #[test]
