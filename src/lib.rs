@@ -6,14 +6,19 @@
 //!
 //! # Layout
 //! - [`settings`]: typed configuration, layered from embedded defaults, files and environment.
-//! - [`admission`]: priority load shedding: pure limiter, `AdmissionActor`, `Permit`.
-//! - [`breaker`]: the circuit breaker: pure state machine, published gate, `BreakerActor`.
-//! - [`api`]: the api role's routes (`/client`, `/work`), validation and outcome mapping.
-//! - [`upstream`]: the simulated dependency (`/upstream`).
-//! - [`routes`]: `/healthz`, `/readyz`, `/metrics` and JSON fallbacks, served by every role.
-//! - [`metrics`]: the shared registry and every metric of the contract.
 //! - [`startup`]: listeners and servers per role; readiness and graceful shutdown.
+//! - `api`: the api role's routes (`/client`, `/work`), validation, outcome mapping, its metrics.
+//! - `admission`: priority load shedding: pure limiters, `AdmissionActor`, `Permit`.
+//! - `breaker`: the circuit breaker: pure state machine, published gate, `BreakerActor`.
+//! - `upstream`: the simulated dependency (`/upstream`): parameters, faults, capacity.
+//! - `wire`: what the api and the dependency agree on over HTTP (headers, overrides, 400s).
+//! - `bounds`: what "a probability" means, for configuration and requests alike.
+//! - `routes`: `/healthz`, `/readyz`, `/metrics` and JSON fallbacks, served by every role.
+//! - `metrics`: the shared registry, the HTTP metrics and `/metrics`.
 //! - [`check`]: the `check` subcommand, a probe of a running api (used by `helm test`).
+//!
+//! The pure state machines are public, for use and study without actix: [`Admission`] and
+//! [`CircuitBreaker`].
 
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -21,12 +26,21 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-pub mod admission;
-pub mod api;
-pub mod breaker;
+mod admission;
+mod api;
+mod bounds;
+mod breaker;
 pub mod check;
-pub mod metrics;
-pub mod routes;
+mod metrics;
+mod routes;
 pub mod settings;
 pub mod startup;
-pub mod upstream;
+mod upstream;
+mod wire;
+
+pub use admission::{Admission, Limits, PermitToken, Priority, Shed};
+pub use breaker::{
+    BreakerConfig, CircuitBreaker, RateWindow, Rejected, State, Ticket, TripRule, Verdict,
+};
+pub use settings::{ConfigError, Settings};
+pub use startup::Application;

@@ -10,7 +10,7 @@ use crate::metrics;
 
 /// Whether the process takes new work; turned off when draining starts.
 #[derive(Clone, Debug)]
-pub struct Readiness(Arc<AtomicBool>);
+pub(crate) struct Readiness(Arc<AtomicBool>);
 
 impl Default for Readiness {
     fn default() -> Self {
@@ -19,20 +19,20 @@ impl Default for Readiness {
 }
 
 impl Readiness {
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
 
-    pub fn start_draining(&self) {
+    pub(crate) fn start_draining(&self) {
         self.0.store(false, Ordering::Release);
     }
 }
 
-pub async fn healthz() -> HttpResponse {
+pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"ok": true}))
 }
 
-pub async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
+pub(crate) async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
     if readiness.is_ready() {
         HttpResponse::Ok().json(json!({"ok": true}))
     } else {
@@ -40,15 +40,15 @@ pub async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
     }
 }
 
-pub async fn not_found() -> HttpResponse {
+pub(crate) async fn not_found() -> HttpResponse {
     HttpResponse::NotFound().json(json!({"error": "not found"}))
 }
 
-pub async fn method_not_allowed() -> HttpResponse {
+pub(crate) async fn method_not_allowed() -> HttpResponse {
     HttpResponse::MethodNotAllowed().json(json!({"error": "method not allowed"}))
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(get("/healthz", web::get().to(healthz)))
         .service(get("/readyz", web::get().to(readyz)))
         .service(get("/metrics", web::get().to(metrics::serve)));

@@ -4,20 +4,17 @@
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
-use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::KeepAlive;
 use actix_web::{web, App, HttpServer};
+use actix_web_prom::PrometheusMetrics;
 
-use crate::admission::AdmissionHandle;
-use crate::api::params::ClientDefaults;
-use crate::api::{self, upstream_call, ApiState};
-use crate::breaker::BreakerHandle;
+use crate::api::{self, ApiConfig, ApiState};
 use crate::metrics::Metrics;
 use crate::routes::{self, Readiness};
 use crate::settings::Settings;
-use crate::upstream::{self, UpstreamState};
+use crate::upstream::{self, Simulator};
 
 // Both servers refuse HTTP/1 half-closed connections: a client's EOF means it went away, so
 // actix drops the handler at once. That releases its permit, frees a probe slot and cancels the
@@ -30,9 +27,18 @@ struct Bound {
     server: Server,
 }
 
+/// The servers of one process, bound and ready to run.
 pub struct Application {
     api: Option<Bound>,
     upstream: Option<Bound>,
+    readiness: Readiness,
+}
+
+/// What every server of the process shares, whatever its role.
+#[derive(Clone)]
+struct Shared {
+    metrics: Metrics,
+    http_metrics: PrometheusMetrics,
     readiness: Readiness,
 }
 
@@ -41,101 +47,59 @@ impl Application {
     /// Call inside a running actix `System`.
     pub fn build(settings: &Settings) -> io::Result<Self> {
         let (metrics, http_metrics) = Metrics::new().map_err(io::Error::other)?;
-        let readiness = Readiness::default();
-        let grace = settings.shutdown.grace_seconds;
-        let srv = &settings.server;
-        let keep_alive = match srv.keep_alive_seconds {
-            0 => KeepAlive::Disabled,
-            secs => KeepAlive::Timeout(Duration::from_secs(secs)),
+        let shared = Shared {
+            metrics,
+            http_metrics,
+            readiness: Readiness::default(),
         };
 
         let upstream = if settings.role.serves_upstream() {
-            let listener = TcpListener::bind(settings.upstream.listen)?;
-            let addr = listener.local_addr()?;
-            let state = web::Data::new(UpstreamState::new(&settings.upstream));
-            state.schedule_degrade();
-            let (metrics, http_metrics, readiness) =
-                (metrics.clone(), http_metrics.clone(), readiness.clone());
-            let mut server = HttpServer::new(move || {
-                App::new()
-                    .wrap(http_metrics.clone())
-                    .app_data(state.clone())
-                    .app_data(web::Data::new(metrics.clone()))
-                    .app_data(web::Data::new(readiness.clone()))
-                    .configure(upstream::configure)
-                    .configure(routes::configure)
-                    .default_service(web::to(routes::not_found))
-            })
-            .disable_signals()
-            .shutdown_timeout(grace)
-            .h1_allow_half_closed(false)
-            .client_request_timeout(srv.client_request_timeout())
-            .keep_alive(keep_alive)
-            .max_connections(srv.max_connections as usize);
-            if settings.upstream.workers > 0 {
-                server = server.workers(settings.upstream.workers);
-            }
-            Some(Bound {
-                addr,
-                server: server.listen(listener)?.run(),
-            })
+            let sim = web::Data::new(Simulator::start(
+                &settings.upstream.simulator,
+                settings.overrides,
+            ));
+            Some(bind(
+                settings.upstream.listen,
+                settings.upstream.workers,
+                settings,
+                &shared,
+                move |cfg| {
+                    cfg.app_data(sim.clone()).configure(upstream::configure);
+                },
+            )?)
         } else {
             None
         };
 
         let api = if settings.role.serves_api() {
-            let listener = TcpListener::bind(settings.api.listen)?;
-            let addr = listener.local_addr()?;
             // In `all` the api calls the upstream listener of this same process.
             let upstream_url = match &upstream {
                 Some(up) => format!("http://{}", reachable(up.addr)),
                 None => settings.api.upstream_url.clone(),
             };
-            let state = web::Data::new(ApiState {
-                metrics: metrics.clone(),
-                admission: AdmissionHandle::start(
-                    settings.admission.limits(),
-                    settings.admission.adaptive(),
-                    settings.admission.backlog(),
-                    metrics.clone(),
-                ),
-                breaker: BreakerHandle::start(settings.breaker.machine_config(), metrics.clone()),
+            let config = ApiConfig {
                 upstream_url,
-                defaults: ClientDefaults {
-                    timeout: settings.timeouts.upstream(),
-                    min_budget: Duration::from_millis(settings.timeouts.min_budget_ms),
-                },
+                defaults: settings.timeouts.client_defaults(),
                 max_upstream_body_bytes: settings.api.max_upstream_body_bytes,
-                allow_request_overrides: settings.upstream.allow_request_overrides,
-            });
-            let connect_timeout = settings.timeouts.connect();
-            let (metrics, http_metrics, readiness) =
-                (metrics.clone(), http_metrics.clone(), readiness.clone());
-            let mut server = HttpServer::new(move || {
-                App::new()
-                    .wrap(http_metrics.clone())
-                    .app_data(state.clone())
-                    // awc::Client is !Send: one per worker, built here, never per request.
-                    .app_data(web::Data::new(upstream_call::client(connect_timeout)))
-                    .app_data(web::Data::new(metrics.clone()))
-                    .app_data(web::Data::new(readiness.clone()))
-                    .configure(api::configure)
-                    .configure(routes::configure)
-                    .default_service(web::to(routes::not_found))
-            })
-            .disable_signals()
-            .shutdown_timeout(grace)
-            .h1_allow_half_closed(false)
-            .client_request_timeout(srv.client_request_timeout())
-            .keep_alive(keep_alive)
-            .max_connections(srv.max_connections as usize);
-            if settings.api.workers > 0 {
-                server = server.workers(settings.api.workers);
-            }
-            Some(Bound {
-                addr,
-                server: server.listen(listener)?.run(),
-            })
+                overrides: settings.overrides,
+                breaker: settings.breaker,
+                admission: &settings.admission,
+            };
+            let state =
+                web::Data::new(ApiState::start(config, &shared.metrics).map_err(io::Error::other)?);
+            let connect_timeout = settings.timeouts.connect;
+            Some(bind(
+                settings.api.listen,
+                settings.api.workers,
+                settings,
+                &shared,
+                move |cfg| {
+                    cfg.app_data(state.clone())
+                        // awc::Client is !Send: one per worker, built here, never per request.
+                        .app_data(web::Data::new(api::upstream_client(connect_timeout)))
+                        .configure(api::configure);
+                },
+            )?)
         } else {
             None
         };
@@ -143,7 +107,7 @@ impl Application {
         Ok(Self {
             api,
             upstream,
-            readiness,
+            readiness: shared.readiness,
         })
     }
 
@@ -173,6 +137,50 @@ impl Application {
         log::info!("stopped");
         Ok(())
     }
+}
+
+/// Binds `listen` and builds one role's server: its own routes (`role_routes`, called once per
+/// worker) beside what every role serves, with the shared connection limits and drain time.
+fn bind<F>(
+    listen: SocketAddr,
+    workers: usize,
+    settings: &Settings,
+    shared: &Shared,
+    role_routes: F,
+) -> io::Result<Bound>
+where
+    F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+{
+    let listener = TcpListener::bind(listen)?;
+    let addr = listener.local_addr()?;
+    let srv = settings.server;
+    let keep_alive = match srv.keep_alive {
+        None => KeepAlive::Disabled,
+        Some(idle) => KeepAlive::Timeout(idle),
+    };
+    let shared = shared.clone();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap(shared.http_metrics.clone())
+            .app_data(web::Data::new(shared.metrics.clone()))
+            .app_data(web::Data::new(shared.readiness.clone()))
+            .configure(role_routes.clone())
+            .configure(routes::configure)
+            .default_service(web::to(routes::not_found))
+    })
+    .disable_signals()
+    .shutdown_timeout(settings.shutdown.grace.as_secs())
+    .h1_allow_half_closed(false)
+    .client_request_timeout(srv.client_request_timeout)
+    .keep_alive(keep_alive)
+    .max_connections(srv.max_connections);
+    if workers > 0 {
+        server = server.workers(workers);
+    }
+    Ok(Bound {
+        addr,
+        server: server.listen(listener)?.run(),
+    })
 }
 
 fn start(

@@ -15,9 +15,11 @@ use actix::prelude::*;
 
 use tokio::sync::oneshot;
 
-use super::adaptive::{CallSample, GradientConfig, GradientLimiter};
+use super::adaptive::{CallSample, GradientLimiter};
 use super::backlog::Backlog;
 use super::machine::{Admission, Fractions, Limits, PermitToken, Priority, Shed};
+use super::metrics::{AdmissionMetrics, Decision};
+use super::{AdmissionConfig, AdmissionMode};
 use crate::metrics::Metrics;
 
 /// `send(Acquire)` waits for room rather than failing when full; `Release` uses `do_send`, which
@@ -27,13 +29,13 @@ const MAILBOX_CAPACITY: usize = 1024;
 /// Asks for a slot of one class, for a request to `path` (the decision is counted by path).
 #[derive(Message)]
 #[rtype(result = "Result<Permit, NotNow>")]
-pub struct Acquire {
+pub(crate) struct Acquire {
     pub priority: Priority,
     pub path: &'static str,
 }
 
 /// Why an [`Acquire`] got no permit at once.
-pub enum NotNow {
+pub(crate) enum NotNow {
     Shed,
     /// Waiting in the backlog: the answer comes on this channel (a permit, or shed when the
     /// queue timeout passes or a newer request takes the place).
@@ -46,7 +48,7 @@ type Waiting = (oneshot::Sender<Result<Permit, Shed>>, &'static str);
 /// One finished upstream call, for the adaptive limiter.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Sample {
+pub(crate) struct Sample {
     pub started: Instant,
     pub latency: Duration,
     pub timed_out: bool,
@@ -55,11 +57,11 @@ pub struct Sample {
 /// Gives one slot back.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Release {
+pub(crate) struct Release {
     pub token: PermitToken,
 }
 
-pub struct AdmissionActor {
+pub(crate) struct AdmissionActor {
     machine: Admission,
     /// The ceilings as handlers read them (high, normal, low), published on every change.
     ceilings: Arc<[AtomicU32; 3]>,
@@ -69,7 +71,7 @@ pub struct AdmissionActor {
     inflight: Arc<AtomicU32>,
     /// Requests waiting for a slot (`admission.queue_size`; empty and unused when 0).
     backlog: Backlog<Waiting>,
-    metrics: Metrics,
+    metrics: AdmissionMetrics,
 }
 
 impl AdmissionActor {
@@ -77,18 +79,13 @@ impl AdmissionActor {
         let limits = self.machine.limits();
         for (i, p) in Priority::ALL.into_iter().enumerate() {
             self.ceilings[i].store(limits.ceiling(p), Ordering::Release);
-            self.metrics
-                .admission_limit
-                .with_label_values(&[p.as_str()])
-                .set(i64::from(limits.ceiling(p)));
         }
+        self.metrics.limits(limits);
     }
 
     fn publish(&self) {
         self.metrics
-            .admission_inflight
-            .set(i64::from(self.machine.inflight()));
-        self.metrics.admission_queued.set(self.backlog.len() as i64);
+            .counts(self.machine.inflight(), self.backlog.len());
     }
 
     /// A permit for `token`, built here with the actor's address: if its asker is gone, dropping
@@ -110,7 +107,7 @@ impl AdmissionActor {
             return;
         }
         for (priority, (tx, path)) in self.backlog.expire(Instant::now()) {
-            count_decision(&self.metrics, path, priority, false);
+            self.metrics.decided(path, priority, Decision::Shed);
             let _ = tx.send(Err(Shed));
         }
         loop {
@@ -122,17 +119,17 @@ impl AdmissionActor {
             };
             if tx.is_closed() {
                 // Its client went away while it waited.
-                count_decision(&self.metrics, path, priority, false);
+                self.metrics.decided(path, priority, Decision::Shed);
                 continue;
             }
             let Ok(token) = self.machine.try_acquire(priority) else {
-                count_decision(&self.metrics, path, priority, false);
+                self.metrics.decided(path, priority, Decision::Shed);
                 let _ = tx.send(Err(Shed));
                 continue;
             };
             // As for a direct answer: granted is admitted; if the asker has just gone, the
             // returned permit is dropped here, which releases the slot (and counts it).
-            count_decision(&self.metrics, path, priority, true);
+            self.metrics.decided(path, priority, Decision::Admitted);
             let _ = tx.send(Ok(self.permit(token, ctx)));
         }
         self.publish();
@@ -156,13 +153,14 @@ impl Handler<Acquire> for AdmissionActor {
         // Counted here, where the decision is made: a permit granted to an asker that has just
         // gone is still an admission (and its release is counted when the Permit drops).
         if let Ok(token) = self.machine.try_acquire(msg.priority) {
-            count_decision(&self.metrics, msg.path, msg.priority, true);
+            self.metrics
+                .decided(msg.path, msg.priority, Decision::Admitted);
             let permit = self.permit(token, ctx);
             self.publish();
             return Ok(permit);
         }
         if !self.backlog.enabled() {
-            count_decision(&self.metrics, msg.path, msg.priority, false);
+            self.metrics.decided(msg.path, msg.priority, Decision::Shed);
             return Err(NotNow::Shed);
         }
         let (tx, rx) = oneshot::channel();
@@ -171,7 +169,7 @@ impl Handler<Acquire> for AdmissionActor {
                 .push(Instant::now(), msg.priority, (tx, msg.path))
         {
             // The backlog was full: its oldest waiter makes room.
-            count_decision(&self.metrics, path, priority, false);
+            self.metrics.decided(path, priority, Decision::Shed);
             let _ = old.send(Err(Shed));
         }
         ctx.run_later(self.backlog.timeout(), |act, ctx| act.serve_backlog(ctx));
@@ -199,12 +197,8 @@ impl Handler<Sample> for AdmissionActor {
         );
         let (short, long) = limiter.latencies();
         let fractions = *fractions;
-        for (window, value) in [("short", short), ("long", long)] {
-            self.metrics
-                .admission_latency
-                .with_label_values(&[window])
-                .set(value.as_secs_f64());
-        }
+        self.metrics
+            .latencies(short.as_secs_f64(), long.as_secs_f64());
         if limit != before {
             log::debug!(
                 "adaptive limit {before} -> {limit} (recent {:.1} ms, baseline {:.1} ms{})",
@@ -228,10 +222,7 @@ impl Handler<Release> for AdmissionActor {
     type Result = ();
 
     fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
-        self.metrics
-            .admission_released
-            .with_label_values(&[msg.token.priority().as_str()])
-            .inc();
+        self.metrics.released(msg.token.priority());
         self.machine.release(msg.token);
         self.serve_backlog(ctx);
     }
@@ -239,7 +230,7 @@ impl Handler<Release> for AdmissionActor {
 
 /// An admitted request's slot, given back when dropped: on success, error, timeout, or when the
 /// client goes away and actix drops the handler.
-pub struct Permit {
+pub(crate) struct Permit {
     token: Option<PermitToken>,
     addr: Addr<AdmissionActor>,
     /// The handlers' in-flight count, decremented at once on drop.
@@ -255,18 +246,9 @@ impl Drop for Permit {
     }
 }
 
-/// Counts one admission decision in `admission_requests_total`.
-fn count_decision(metrics: &Metrics, path: &str, priority: Priority, admitted: bool) {
-    let decision = if admitted { "admitted" } else { "shed" };
-    metrics
-        .admission_requests
-        .with_label_values(&[path, priority.as_str(), decision])
-        .inc();
-}
-
 /// What a route holds: the actor's address, its published count and the ceilings.
 #[derive(Clone)]
-pub struct AdmissionHandle {
+pub(crate) struct AdmissionHandle {
     addr: Addr<AdmissionActor>,
     inflight: Arc<AtomicU32>,
     /// The ceilings in force (high, normal, low), as the actor last published them.
@@ -275,29 +257,28 @@ pub struct AdmissionHandle {
     adaptive: bool,
     /// Whether a full class waits in a backlog (then every request asks the actor).
     queued: bool,
-    metrics: Metrics,
+    metrics: AdmissionMetrics,
 }
 
 impl AdmissionHandle {
-    /// Starts the one `AdmissionActor` on the current arbiter. With `adaptive`, the static
-    /// `limits` are not used: the limiter measures its baseline at `min_limit` and grows from
-    /// there (starting high would send a dependency of unknown capacity a burst it may not
-    /// survive); the lower classes get their fractions of the live limit.
-    pub fn start(
-        limits: Limits,
-        adaptive: Option<(GradientConfig, Fractions)>,
-        backlog: (usize, Duration),
-        metrics: Metrics,
-    ) -> Self {
-        let adaptive = adaptive.map(|(config, fractions)| {
-            (
-                GradientLimiter::new(config, config.min_limit, Instant::now()),
-                fractions,
-            )
-        });
-        let limits = match &adaptive {
-            Some((limiter, fractions)) => Limits::from_limit(limiter.limit(), *fractions),
-            None => limits,
+    /// Registers admission's metrics (with series for each of `paths`) and starts the one
+    /// `AdmissionActor` on the current arbiter. In adaptive mode the limiter measures its baseline
+    /// at `min_limit` and grows from there (starting high would send a dependency of unknown
+    /// capacity a burst it may not survive); the lower classes get their fractions of the live
+    /// limit.
+    pub(crate) fn start(
+        config: &AdmissionConfig,
+        metrics: &Metrics,
+        paths: &[&'static str],
+    ) -> Result<Self, prometheus::Error> {
+        let metrics = AdmissionMetrics::register(metrics, paths)?;
+        let (limits, adaptive) = match config.mode {
+            AdmissionMode::Static(limits) => (limits, None),
+            AdmissionMode::Adaptive { limiter, fractions } => {
+                let limiter = GradientLimiter::new(limiter, limiter.min_limit, Instant::now());
+                let limits = Limits::from_limit(limiter.limit(), fractions);
+                (limits, Some((limiter, fractions)))
+            }
         };
         let is_adaptive = adaptive.is_some();
         let ceilings = Arc::new(Priority::ALL.map(|p| AtomicU32::new(limits.ceiling(p))));
@@ -307,23 +288,23 @@ impl AdmissionHandle {
             ceilings: ceilings.clone(),
             adaptive,
             inflight: inflight.clone(),
-            backlog: Backlog::new(backlog.0, backlog.1),
+            backlog: Backlog::new(config.backlog.size, config.backlog.timeout),
             metrics: metrics.clone(),
         }
         .start();
-        Self {
+        Ok(Self {
             addr,
             inflight,
             ceilings,
             adaptive: is_adaptive,
-            queued: backlog.0 > 0,
+            queued: config.backlog.size > 0,
             metrics,
-        }
+        })
     }
 
     /// Reports a finished upstream call to the adaptive limiter (no-op when static): sent at
     /// `started`, it took `latency`, or timed out after it.
-    pub fn sample(&self, started: Instant, latency: Duration, timed_out: bool) {
+    pub(crate) fn sample(&self, started: Instant, latency: Duration, timed_out: bool) {
         if self.adaptive {
             self.addr.do_send(Sample {
                 started,
@@ -345,25 +326,38 @@ impl AdmissionHandle {
     /// Decides admission by the current in-flight count without taking a slot, for a request that
     /// will not run (see `api::client`); counts the decision. An admission here is a permit held
     /// for no time, so it is counted as released at once: admitted = released + in flight holds.
-    pub fn admit_without_slot(&self, path: &'static str, priority: Priority) -> Result<(), Shed> {
+    pub(crate) fn admit_without_slot(
+        &self,
+        path: &'static str,
+        priority: Priority,
+    ) -> Result<(), Shed> {
         let admitted = self.has_room(priority);
-        count_decision(&self.metrics, path, priority, admitted);
+        self.metrics.decided(
+            path,
+            priority,
+            if admitted {
+                Decision::Admitted
+            } else {
+                Decision::Shed
+            },
+        );
         if !admitted {
             return Err(Shed);
         }
-        self.metrics
-            .admission_released
-            .with_label_values(&[priority.as_str()])
-            .inc();
+        self.metrics.released(priority);
         Ok(())
     }
 
     /// Admits or sheds one request to `path`. Without a backlog, a class already full by the
     /// in-flight count is shed at once; otherwise the actor decides, and with a backlog a request
     /// may wait up to the queue timeout. Every decision is counted once, where it is made.
-    pub async fn acquire(&self, path: &'static str, priority: Priority) -> Result<Permit, Shed> {
+    pub(crate) async fn acquire(
+        &self,
+        path: &'static str,
+        priority: Priority,
+    ) -> Result<Permit, Shed> {
         if !self.queued && !self.has_room(priority) {
-            count_decision(&self.metrics, path, priority, false);
+            self.metrics.decided(path, priority, Decision::Shed);
             return Err(Shed);
         }
         match self.addr.send(Acquire { priority, path }).await {
@@ -371,12 +365,12 @@ impl AdmissionHandle {
             Ok(Err(NotNow::Shed)) => Err(Shed),
             // Answered (and counted) by the actor, unless it stopped with the request queued.
             Ok(Err(NotNow::Queued(rx))) => rx.await.unwrap_or_else(|_| {
-                count_decision(&self.metrics, path, priority, false);
+                self.metrics.decided(path, priority, Decision::Shed);
                 Err(Shed)
             }),
             // The actor is gone (shutting down): shed rather than run unaccounted.
             Err(_) => {
-                count_decision(&self.metrics, path, priority, false);
+                self.metrics.decided(path, priority, Decision::Shed);
                 Err(Shed)
             }
         }

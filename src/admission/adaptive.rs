@@ -43,10 +43,10 @@ use std::time::{Duration, Instant};
 const GRADIENT: (f64, f64) = (0.5, 2.0);
 /// Windows in a row at `min_limit`, or halving the limit, after which the baseline is measured
 /// again.
-pub const FLOOR_WINDOWS: u32 = 5;
+pub(crate) const FLOOR_WINDOWS: u32 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GradientConfig {
+pub(crate) struct GradientConfig {
     pub min_limit: u32,
     pub max_limit: u32,
     /// Shortest sampling window; the limit changes at most once per window.
@@ -65,7 +65,7 @@ pub struct GradientConfig {
 
 impl GradientConfig {
     /// The defaults for everything but the bounds.
-    pub fn new(min_limit: u32, max_limit: u32) -> Self {
+    pub(crate) fn new(min_limit: u32, max_limit: u32) -> Self {
         Self {
             min_limit,
             max_limit,
@@ -81,7 +81,7 @@ impl GradientConfig {
 
 /// One finished upstream call, as the limiter sees it.
 #[derive(Debug, Clone, Copy)]
-pub struct CallSample {
+pub(crate) struct CallSample {
     /// When the call was sent.
     pub started: Instant,
     pub latency: Duration,
@@ -92,13 +92,13 @@ pub struct CallSample {
 }
 
 #[derive(Debug, Clone)]
-pub struct GradientLimiter {
+pub(crate) struct GradientLimiter {
     config: GradientConfig,
     /// The limit between measurements (what a measurement resumes).
     limit: f64,
     /// Seconds; `None` until first measured.
     baseline: Option<f64>,
-    /// Median latency of the last window, seconds (0 until the first).
+    /// Mean latency of the last window, seconds (0 until the first).
     recent: f64,
     /// Latencies (seconds) of the window, or of the measurement, in progress.
     samples: Vec<f64>,
@@ -116,7 +116,7 @@ pub struct GradientLimiter {
 
 impl GradientLimiter {
     /// Starts by measuring the baseline (from `now`), then resumes `initial`.
-    pub fn new(config: GradientConfig, initial: u32, now: Instant) -> Self {
+    pub(crate) fn new(config: GradientConfig, initial: u32, now: Instant) -> Self {
         Self {
             config,
             limit: f64::from(initial.clamp(config.min_limit, config.max_limit)),
@@ -134,7 +134,7 @@ impl GradientLimiter {
     }
 
     /// The limit now in force.
-    pub fn limit(&self) -> u32 {
+    pub(crate) fn limit(&self) -> u32 {
         if self.measuring_since.is_some() {
             self.config.min_limit
         } else {
@@ -143,12 +143,12 @@ impl GradientLimiter {
     }
 
     /// Whether the baseline is being measured (the limit pinned to `min_limit`).
-    pub fn measuring(&self) -> bool {
+    pub(crate) fn measuring(&self) -> bool {
         self.measuring_since.is_some()
     }
 
-    /// The recent latency (last window's median) and the baseline (zero until known).
-    pub fn latencies(&self) -> (Duration, Duration) {
+    /// The recent latency (last window's mean) and the baseline (zero until known).
+    pub(crate) fn latencies(&self) -> (Duration, Duration) {
         (
             Duration::from_secs_f64(self.recent),
             Duration::from_secs_f64(self.baseline.unwrap_or(0.0)),
@@ -156,7 +156,7 @@ impl GradientLimiter {
     }
 
     /// Takes one finished call at `now`. Returns the limit now in force.
-    pub fn on_sample(&mut self, now: Instant, call: CallSample) -> u32 {
+    pub(crate) fn on_sample(&mut self, now: Instant, call: CallSample) -> u32 {
         let latency = call.latency.as_secs_f64().max(1e-6);
         if let Some(since) = self.measuring_since {
             // Only calls admitted under the pinned limit, and only those that finished.

@@ -22,7 +22,7 @@ struct Waiter<T> {
 
 /// Requests waiting for a slot, each with its class and something to answer it with (`T`).
 #[derive(Debug)]
-pub struct Backlog<T> {
+pub(crate) struct Backlog<T> {
     capacity: usize,
     timeout: Duration,
     /// Oldest at the front, newest at the back.
@@ -31,7 +31,7 @@ pub struct Backlog<T> {
 
 impl<T> Backlog<T> {
     /// A backlog of `capacity` waiters (0 = none: shed at once), each waiting at most `timeout`.
-    pub fn new(capacity: usize, timeout: Duration) -> Self {
+    pub(crate) fn new(capacity: usize, timeout: Duration) -> Self {
         Self {
             capacity,
             timeout,
@@ -39,25 +39,30 @@ impl<T> Backlog<T> {
         }
     }
 
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.capacity > 0
     }
 
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.waiting.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.waiting.is_empty()
     }
 
     /// Queues a request at `now`. When the backlog is full, its oldest waiter is returned: it is
     /// shed to make room. With no backlog at all, the request itself comes back.
-    pub fn push(&mut self, now: Instant, priority: Priority, item: T) -> Option<(Priority, T)> {
+    pub(crate) fn push(
+        &mut self,
+        now: Instant,
+        priority: Priority,
+        item: T,
+    ) -> Option<(Priority, T)> {
         if self.capacity == 0 {
             return Some((priority, item));
         }
@@ -75,7 +80,7 @@ impl<T> Backlog<T> {
     }
 
     /// Removes the waiters whose time is up at `now`, oldest first.
-    pub fn expire(&mut self, now: Instant) -> Vec<(Priority, T)> {
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(Priority, T)> {
         let mut expired = Vec::new();
         // Deadlines grow from front to back (same timeout for all), so the expired are in front.
         while self.waiting.front().is_some_and(|w| w.deadline <= now) {
@@ -87,7 +92,7 @@ impl<T> Backlog<T> {
     }
 
     /// Removes and returns the newest waiter whose class `fits`.
-    pub fn pop_newest(&mut self, fits: impl Fn(Priority) -> bool) -> Option<(Priority, T)> {
+    pub(crate) fn pop_newest(&mut self, fits: impl Fn(Priority) -> bool) -> Option<(Priority, T)> {
         let at = self.waiting.iter().rposition(|w| fits(w.priority))?;
         self.waiting.remove(at).map(|w| (w.priority, w.item))
     }

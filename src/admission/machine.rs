@@ -13,7 +13,7 @@ pub enum Priority {
 impl Priority {
     pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
 
-    /// Case-sensitive, as the contract says: `high`, `normal`, `low`.
+    /// Case-sensitive: `high`, `normal`, `low` (anything else is a 400).
     pub fn parse(value: &str) -> Option<Self> {
         match value {
             "high" => Some(Priority::High),
@@ -74,15 +74,26 @@ impl Limits {
     }
 }
 
-/// A refused request: the ceiling of its class was reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A refused request: the in-flight ceiling of its class was reached (answered 429).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("overloaded: the in-flight ceiling of this priority is reached")]
 pub struct Shed;
 
 /// One admitted request's slot. Only [`Admission::try_acquire`] makes one and
-/// [`Admission::release`] consumes it, so a slot cannot be given back twice:
+/// [`Admission::release`] consumes it:
+///
+/// ```
+/// use load_shed_api::{Admission, Limits, Priority};
+/// let mut a = Admission::new(Limits { high: 3, normal: 2, low: 1 });
+/// let token = a.try_acquire(Priority::Low).unwrap();
+/// a.release(token);
+/// assert_eq!(a.inflight(), 0);
+/// ```
+///
+/// so a slot cannot be given back twice (the same lines, releasing twice, do not compile):
 ///
 /// ```compile_fail
-/// use load_shed_api::admission::{Admission, Limits, Priority};
+/// use load_shed_api::{Admission, Limits, Priority};
 /// let mut a = Admission::new(Limits { high: 3, normal: 2, low: 1 });
 /// let token = a.try_acquire(Priority::Low).unwrap();
 /// a.release(token);

@@ -1,15 +1,50 @@
 //! Priority load shedding: a shared in-flight pool with a lower ceiling for each lower priority, so
-//! low-priority work is shed first and high priority keeps the last slots.
+//! low-priority work is shed first and high priority keeps the last slots. The ceilings are fixed
+//! (`admission.mode = "static"`) or follow the dependency's latency (`"adaptive"`); an optional
+//! short LIFO backlog lets a request wait briefly for a slot instead of being shed at once.
 //!
 //! - [`machine`]: the pure limiter ([`Admission`], [`Priority`], [`Limits`]).
+//! - [`adaptive`]: the pure gradient limiter that moves the limit by latency.
+//! - [`backlog`]: the pure LIFO backlog of waiting requests.
 //! - [`actor`]: [`AdmissionActor`], the one owner of the count, the [`Permit`] guard that gives a
 //!   slot back exactly once, and [`AdmissionHandle`], what routes hold.
+//! - [`metrics`]: admission's metrics.
 
-pub mod actor;
-pub mod adaptive;
-pub mod backlog;
-pub mod machine;
+mod actor;
+mod adaptive;
+mod backlog;
+mod machine;
+mod metrics;
 
-pub use actor::{AdmissionActor, AdmissionHandle, Permit};
-pub use adaptive::{GradientConfig, GradientLimiter};
-pub use machine::{Admission, Fractions, Limits, PermitToken, Priority, Shed};
+use std::time::Duration;
+
+pub(crate) use actor::{AdmissionHandle, Permit};
+pub(crate) use adaptive::GradientConfig;
+pub(crate) use machine::Fractions;
+pub use machine::{Admission, Limits, PermitToken, Priority, Shed};
+
+/// How admission decides (`[admission]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct AdmissionConfig {
+    pub mode: AdmissionMode,
+    pub backlog: BacklogConfig,
+}
+
+/// Where the ceilings come from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum AdmissionMode {
+    /// Fixed ceilings per class.
+    Static(Limits),
+    /// A gradient limiter sets the live limit; the lower classes get their fractions of it.
+    Adaptive {
+        limiter: GradientConfig,
+        fractions: Fractions,
+    },
+}
+
+/// The optional backlog: how many may wait (0 = none), and for how long at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BacklogConfig {
+    pub size: usize,
+    pub timeout: Duration,
+}

@@ -7,17 +7,16 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::outcome::Outcome;
 use super::params::ClientParams;
 use super::upstream_call::{self, UpstreamError, UpstreamRequest};
-use super::ApiState;
+use super::{ApiState, CLIENT};
 use crate::breaker::Verdict;
 use crate::metrics::ClientClosedGuard;
-use crate::upstream::refuse_overrides;
 
-pub async fn client(
+pub(crate) async fn client(
     req: HttpRequest,
     state: web::Data<ApiState>,
     http: web::Data<awc::Client>,
 ) -> HttpResponse {
-    let closed = ClientClosedGuard::new(&state.metrics, "GET", "/client");
+    let closed = ClientClosedGuard::new(&state.metrics, "GET", CLIENT);
     let outcome = run(&req, &state, &http).await;
     closed.answered();
     outcome.into_response()
@@ -26,10 +25,8 @@ pub async fn client(
 /// If the client goes away, actix drops this future wherever it is waiting: the permit and the
 /// breaker pass are dropped with it (slot released, probe freed) and no result is counted.
 async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome {
-    if !state.allow_request_overrides {
-        if let Err(bad) = refuse_overrides(req.query_string()) {
-            return Outcome::Invalid(bad);
-        }
+    if let Err(bad) = state.overrides.check(req.query_string()) {
+        return Outcome::Invalid(bad);
     }
     let mut params = match ClientParams::from_request(req, state.defaults) {
         Ok(p) => p,
@@ -43,13 +40,13 @@ async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome
     // run, and a slot held for no time changes nothing. This keeps the actor's mailbox off the
     // fail-fast path. The order of checks (admission, then breaker) is the same.
     if let Some(retry_after) = state.breaker.refusing() {
-        if let Err(shed) = state.admit_without_slot("/client", params.priority) {
+        if let Err(shed) = state.admit_without_slot(CLIENT, params.priority) {
             return shed;
         }
         return breaker_open(state, retry_after);
     }
     let asked = Instant::now();
-    let permit = match state.admit("/client", params.priority).await {
+    let permit = match state.admit(CLIENT, params.priority).await {
         Ok(permit) => permit,
         Err(shed) => return shed,
     };
@@ -70,48 +67,126 @@ async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome
         http,
         &UpstreamRequest {
             base_url: &state.upstream_url,
-            ms: params.ms,
-            fail_rate: params.fail_rate,
+            overrides: params.overrides,
             timeout: params.timeout,
             max_body_bytes: state.max_upstream_body_bytes,
         },
     )
     .await;
     let elapsed = started.elapsed();
-
-    pass.finish(
-        match &result {
-            Ok(_) => Verdict::Success,
-            // A caller's own shorter deadline must not open the breaker for everyone else.
-            Err(UpstreamError::Timeout) if !params.full_timeout => Verdict::Neutral,
-            Err(_) => Verdict::Failure,
-        },
-        elapsed,
-    );
-    match &result {
-        Ok(_) | Err(UpstreamError::Status(_)) => state.admission.sample(started, elapsed, false),
-        Err(UpstreamError::Timeout) if params.full_timeout => {
-            state.admission.sample(started, elapsed, true)
-        }
-        // A caller's own short deadline says little about the dependency's latency, and a
-        // refused or broken connection nothing about how loaded it is.
-        Err(UpstreamError::Timeout) => {}
-        Err(UpstreamError::Transport(why)) => log::debug!("upstream transport failure: {why}"),
+    let judged = judge(result, &params);
+    pass.finish(judged.verdict, elapsed);
+    if let Some(timed_out) = judged.latency_sample {
+        state.admission.sample(started, elapsed, timed_out);
     }
+    state.record_upstream(&judged.outcome, Some(elapsed));
+    drop(permit);
+    judged.outcome
+}
+
+/// What one upstream call's result means to each party that learns of it.
+struct Judged {
+    /// For the breaker.
+    verdict: Verdict,
+    /// For the adaptive limiter: `Some(timed_out)` when the call says something about the
+    /// dependency's latency, `None` when it says nothing.
+    latency_sample: Option<bool>,
+    /// For the caller and the metrics.
+    outcome: Outcome,
+}
+
+/// The one rule for reading a result. A timeout counts against the dependency only when the
+/// timeout in force was the full default: a caller's own shorter deadline must neither open the
+/// breaker for everyone else nor teach the limiter a latency. A refused or broken connection is
+/// a failure to the breaker but says nothing about how loaded the dependency is.
+fn judge(result: Result<Option<u64>, UpstreamError>, params: &ClientParams) -> Judged {
+    let (verdict, latency_sample) = match &result {
+        Ok(_) => (Verdict::Success, Some(false)),
+        Err(UpstreamError::Status(_)) => (Verdict::Failure, Some(false)),
+        Err(UpstreamError::Timeout) if params.full_timeout => (Verdict::Failure, Some(true)),
+        Err(UpstreamError::Timeout) => (Verdict::Neutral, None),
+        Err(UpstreamError::Transport(why)) => {
+            log::debug!("upstream transport failure: {why}");
+            (Verdict::Failure, None)
+        }
+    };
     let outcome = match result {
         Ok(reported_ms) => Outcome::Ok {
-            ms: reported_ms.or(params.ms),
+            ms: reported_ms.or(params.overrides.ms),
             priority: params.priority,
         },
         Err(e) => Outcome::from(e),
     };
-    state.record_upstream(&outcome, Some(elapsed));
-    drop(permit);
-    outcome
+    Judged {
+        verdict,
+        latency_sample,
+        outcome,
+    }
 }
 
 fn breaker_open(state: &ApiState, retry_after: Duration) -> Outcome {
     let outcome = Outcome::BreakerOpen { retry_after };
     state.record_upstream(&outcome, None);
     outcome
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::api::params::ClientDefaults;
+    use actix_web::http::header::HeaderMap;
+
+    fn params(query: &str) -> ClientParams {
+        let defaults = ClientDefaults {
+            timeout: Duration::from_millis(200),
+            min_budget: Duration::ZERO,
+        };
+        ClientParams::parse(query, &HeaderMap::new(), defaults).unwrap()
+    }
+
+    #[test]
+    fn each_result_is_judged_once_for_breaker_limiter_and_caller() {
+        let full = params("");
+        let short = params("timeout_ms=50");
+        let cases = [
+            (Ok(Some(7)), &full, Verdict::Success, Some(false), 200),
+            (
+                Err(UpstreamError::Status(503)),
+                &full,
+                Verdict::Failure,
+                Some(false),
+                502,
+            ),
+            (
+                Err(UpstreamError::Timeout),
+                &full,
+                Verdict::Failure,
+                Some(true),
+                504,
+            ),
+            // A caller's own short deadline: a 504 for it, nothing for anyone else.
+            (
+                Err(UpstreamError::Timeout),
+                &short,
+                Verdict::Neutral,
+                None,
+                504,
+            ),
+            (
+                Err(UpstreamError::Transport("reset".into())),
+                &full,
+                Verdict::Failure,
+                None,
+                502,
+            ),
+        ];
+        for (result, p, verdict, sample, status) in cases {
+            let what = format!("{result:?}, full timeout {}", p.full_timeout);
+            let judged = judge(result, p);
+            assert_eq!(judged.verdict, verdict, "{what}");
+            assert_eq!(judged.latency_sample, sample, "{what}");
+            assert_eq!(judged.outcome.status().as_u16(), status, "{what}");
+        }
+    }
 }

@@ -4,38 +4,76 @@
 //! - [`outcome`]: the one mapping from how a request ended to status, headers, body and label.
 //! - [`upstream_call`]: the awc call with its deadline and body cap.
 //! - [`client`], [`work`]: the two handlers.
+//! - [`metrics`]: `upstream_requests_total` and `upstream_request_duration_seconds`.
 
-pub mod client;
-pub mod outcome;
-pub mod params;
-pub mod upstream_call;
-pub mod work;
+mod client;
+mod metrics;
+mod outcome;
+mod params;
+mod upstream_call;
+mod work;
 
 use std::time::Duration;
 
 use actix_web::web;
 
-use crate::admission::{AdmissionHandle, Permit, Priority};
-use crate::breaker::BreakerHandle;
+pub(crate) use params::ClientDefaults;
+pub(crate) use upstream_call::client as upstream_client;
+
+use crate::admission::{AdmissionConfig, AdmissionHandle, Permit, Priority};
+use crate::breaker::{BreakerConfig, BreakerHandle};
 use crate::metrics::Metrics;
 use crate::routes;
+use crate::wire::OverridePolicy;
+use metrics::UpstreamMetrics;
 use outcome::Outcome;
-use params::ClientDefaults;
 
-/// Everything the api's handlers share across workers (the awc client is per worker).
-pub struct ApiState {
-    pub metrics: Metrics,
-    pub admission: AdmissionHandle,
-    pub breaker: BreakerHandle,
+/// The two routes admission counts by path.
+const CLIENT: &str = "/client";
+const WORK: &str = "/work";
+
+/// What the api needs to know to start.
+pub(crate) struct ApiConfig<'a> {
     /// Base URL of the dependency, without a trailing slash.
     pub upstream_url: String,
     pub defaults: ClientDefaults,
     pub max_upstream_body_bytes: usize,
-    /// `upstream.allow_request_overrides`: whether callers may pass `ms` and `fail_rate` on.
-    pub allow_request_overrides: bool,
+    pub overrides: OverridePolicy,
+    pub breaker: BreakerConfig,
+    pub admission: &'a AdmissionConfig,
+}
+
+/// Everything the api's handlers share across workers (the awc client is per worker).
+pub(crate) struct ApiState {
+    metrics: Metrics,
+    upstream_metrics: UpstreamMetrics,
+    admission: AdmissionHandle,
+    breaker: BreakerHandle,
+    upstream_url: String,
+    defaults: ClientDefaults,
+    max_upstream_body_bytes: usize,
+    /// Whether callers may pass `ms` and `fail_rate` on to the dependency.
+    overrides: OverridePolicy,
 }
 
 impl ApiState {
+    /// Registers the api's metrics and starts its two actors on the current arbiter.
+    pub(crate) fn start(
+        config: ApiConfig<'_>,
+        metrics: &Metrics,
+    ) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            metrics: metrics.clone(),
+            upstream_metrics: UpstreamMetrics::register(metrics)?,
+            admission: AdmissionHandle::start(config.admission, metrics, &[CLIENT, WORK])?,
+            breaker: BreakerHandle::start(config.breaker, metrics)?,
+            upstream_url: config.upstream_url,
+            defaults: config.defaults,
+            max_upstream_body_bytes: config.max_upstream_body_bytes,
+            overrides: config.overrides,
+        })
+    }
+
     /// Admits or sheds (the decision is counted by the admission layer).
     async fn admit(&self, path: &'static str, priority: Priority) -> Result<Permit, Outcome> {
         self.admission
@@ -53,31 +91,21 @@ impl ApiState {
 
     /// Counts a `/client` that reached the breaker; `elapsed` is the upstream call's duration.
     fn record_upstream(&self, outcome: &Outcome, elapsed: Option<Duration>) {
-        let Some(result) = outcome.upstream_result() else {
-            return;
-        };
-        self.metrics
-            .upstream_requests
-            .with_label_values(&[result])
-            .inc();
-        if let Some(elapsed) = elapsed {
-            self.metrics
-                .upstream_duration
-                .with_label_values(&[result])
-                .observe(elapsed.as_secs_f64());
+        if let Some(result) = outcome.upstream_result() {
+            self.upstream_metrics.record(result, elapsed);
         }
     }
 }
 
 /// The api's routes; wrong methods get a JSON 405.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/client")
+        web::resource(CLIENT)
             .route(web::get().to(client::client))
             .default_service(web::to(routes::method_not_allowed)),
     )
     .service(
-        web::resource("/work")
+        web::resource(WORK)
             .route(web::post().to(work::work))
             .default_service(web::to(routes::method_not_allowed)),
     );

@@ -8,12 +8,13 @@ use actix_web::mime;
 use actix_web::HttpResponse;
 use serde_json::json;
 
-use super::params::BadParam;
+use super::metrics::UpstreamResult;
 use super::upstream_call::UpstreamError;
 use crate::admission::Priority;
+use crate::wire::BadParam;
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Done: the upstream answered 2xx in time (`/client`), or the burn ended (`/work`).
     Ok {
         ms: Option<u64>,
@@ -53,7 +54,7 @@ fn retry_after_seconds(wait: Duration) -> u64 {
 }
 
 impl Outcome {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Outcome::Ok { .. } => StatusCode::OK,
             Outcome::Invalid(_) => StatusCode::BAD_REQUEST,
@@ -65,13 +66,13 @@ impl Outcome {
     }
 
     /// The `result` label, for outcomes of a `/client` that reached the breaker.
-    pub fn upstream_result(&self) -> Option<&'static str> {
+    pub(crate) fn upstream_result(&self) -> Option<UpstreamResult> {
         match self {
-            Outcome::Ok { .. } => Some("ok"),
-            Outcome::UpstreamStatus(_) => Some("error"),
-            Outcome::UpstreamTimeout => Some("timeout"),
-            Outcome::UpstreamTransport => Some("transport"),
-            Outcome::BreakerOpen { .. } => Some("breaker_open"),
+            Outcome::Ok { .. } => Some(UpstreamResult::Ok),
+            Outcome::UpstreamStatus(_) => Some(UpstreamResult::Error),
+            Outcome::UpstreamTimeout => Some(UpstreamResult::Timeout),
+            Outcome::UpstreamTransport => Some(UpstreamResult::Transport),
+            Outcome::BreakerOpen { .. } => Some(UpstreamResult::BreakerOpen),
             Outcome::Invalid(_)
             | Outcome::Shed { .. }
             | Outcome::DeadlineTooShort
@@ -79,7 +80,7 @@ impl Outcome {
         }
     }
 
-    pub fn into_response(self) -> HttpResponse {
+    pub(crate) fn into_response(self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status());
         let body = match self {
             Outcome::Ok { ms, priority } => {
@@ -129,7 +130,7 @@ mod tests {
     }
 
     #[test]
-    fn every_outcome_has_its_contract_status_and_label() {
+    fn every_outcome_has_its_documented_status_and_label() {
         let p = Priority::Normal;
         let table = [
             (
@@ -162,7 +163,11 @@ mod tests {
         ];
         for (outcome, status, label) in table {
             assert_eq!(outcome.status().as_u16(), status, "{outcome:?}");
-            assert_eq!(outcome.upstream_result(), label, "{outcome:?}");
+            assert_eq!(
+                outcome.upstream_result().map(UpstreamResult::label),
+                label,
+                "{outcome:?}"
+            );
         }
     }
 }

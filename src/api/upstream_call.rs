@@ -6,10 +6,10 @@ use std::time::Duration;
 use awc::error::{ConnectError, PayloadError, SendRequestError};
 use serde::Deserialize;
 
-use super::params::BUDGET_HEADER;
+use crate::wire::{Overrides, BUDGET_HEADER};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error("upstream answered {0}")]
     Status(u16),
     /// Refused, reset, invalid HTTP, body too large or cut short. The text is for logs only.
@@ -22,27 +22,18 @@ pub enum UpstreamError {
 
 /// What to ask of the dependency.
 #[derive(Debug, Clone)]
-pub struct UpstreamRequest<'a> {
+pub(crate) struct UpstreamRequest<'a> {
     /// Base URL without a trailing slash.
     pub base_url: &'a str,
-    pub ms: Option<u64>,
-    pub fail_rate: Option<f64>,
+    /// Passed on as query parameters, only those the caller gave.
+    pub overrides: Overrides,
     pub timeout: Duration,
     pub max_body_bytes: usize,
 }
 
 impl UpstreamRequest<'_> {
     fn url(&self) -> String {
-        let mut url = format!("{}/upstream", self.base_url);
-        let mut sep = '?';
-        if let Some(ms) = self.ms {
-            url.push_str(&format!("{sep}ms={ms}"));
-            sep = '&';
-        }
-        if let Some(rate) = self.fail_rate {
-            url.push_str(&format!("{sep}fail_rate={rate}"));
-        }
-        url
+        format!("{}/upstream{}", self.base_url, self.overrides.to_query())
     }
 }
 
@@ -53,7 +44,7 @@ struct UpstreamBody {
 
 /// The awc client of one worker. Its own request timeout is off: [`call`]'s deadline is the one
 /// that counts, so a timeout is never mistaken for a transport error.
-pub fn client(connect_timeout: Duration) -> awc::Client {
+pub(crate) fn client(connect_timeout: Duration) -> awc::Client {
     awc::Client::builder()
         .connector(awc::Connector::new().timeout(connect_timeout).limit(0))
         .disable_timeout()
@@ -62,7 +53,7 @@ pub fn client(connect_timeout: Duration) -> awc::Client {
 }
 
 /// Calls `/upstream`. On success returns the latency the upstream reports, if it does.
-pub async fn call(
+pub(crate) async fn call(
     client: &awc::Client,
     req: &UpstreamRequest<'_>,
 ) -> Result<Option<u64>, UpstreamError> {
@@ -128,24 +119,15 @@ fn from_payload_error(e: PayloadError) -> UpstreamError {
 mod tests {
     use super::*;
 
-    fn request(ms: Option<u64>, fail_rate: Option<f64>) -> UpstreamRequest<'static> {
-        UpstreamRequest {
+    #[test]
+    fn the_url_carries_only_the_overrides_the_caller_gave() {
+        let request = |ms, fail_rate| UpstreamRequest {
             base_url: "http://u:1",
-            ms,
-            fail_rate,
+            overrides: Overrides { ms, fail_rate },
             timeout: Duration::from_millis(1),
             max_body_bytes: 1,
-        }
-    }
-
-    #[test]
-    fn only_the_parameters_the_caller_gave_are_passed_on() {
+        };
         assert_eq!(request(None, None).url(), "http://u:1/upstream");
-        assert_eq!(request(Some(5), None).url(), "http://u:1/upstream?ms=5");
-        assert_eq!(
-            request(None, Some(0.25)).url(),
-            "http://u:1/upstream?fail_rate=0.25"
-        );
         assert_eq!(
             request(Some(0), Some(1.0)).url(),
             "http://u:1/upstream?ms=0&fail_rate=1"

@@ -9,11 +9,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::outcome::Outcome;
 use super::params::WorkParams;
-use super::ApiState;
+use super::{ApiState, WORK};
 use crate::metrics::ClientClosedGuard;
 
-pub async fn work(req: HttpRequest, state: web::Data<ApiState>) -> HttpResponse {
-    let closed = ClientClosedGuard::new(&state.metrics, "POST", "/work");
+pub(crate) async fn work(req: HttpRequest, state: web::Data<ApiState>) -> HttpResponse {
+    let closed = ClientClosedGuard::new(&state.metrics, "POST", WORK);
     let outcome = run(&req, &state).await;
     closed.answered();
     outcome.into_response()
@@ -24,7 +24,7 @@ async fn run(req: &HttpRequest, state: &ApiState) -> Outcome {
         Ok(p) => p,
         Err(bad) => return Outcome::Invalid(bad),
     };
-    let permit = match state.admit("/work", params.priority).await {
+    let permit = match state.admit(WORK, params.priority).await {
         Ok(permit) => permit,
         Err(shed) => return shed,
     };
@@ -44,7 +44,7 @@ async fn run(req: &HttpRequest, state: &ApiState) -> Outcome {
 }
 
 /// Keeps one core busy for `wall` of wall time.
-pub fn burn(wall: Duration) {
+fn burn(wall: Duration) {
     let start = Instant::now();
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     while start.elapsed() < wall {

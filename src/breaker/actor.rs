@@ -9,6 +9,7 @@ use actix::prelude::*;
 
 use super::gate::{BreakerGate, GateView};
 use super::machine::{BreakerConfig, CircuitBreaker, Rejected, State, Ticket, Verdict};
+use super::metrics::BreakerMetrics;
 use crate::metrics::Metrics;
 
 /// Requests queue here only in HalfOpen and when Open's pause ends; verdicts use `do_send`,
@@ -18,12 +19,12 @@ const MAILBOX_CAPACITY: usize = 1024;
 /// Asks to let one call through (sent only when the gate cannot decide).
 #[derive(Message)]
 #[rtype(result = "Result<Pass, Rejected>")]
-pub struct Allow;
+pub(crate) struct Allow;
 
 /// A call's outcome, with the ticket it was let through on.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Record {
+pub(crate) struct Record {
     pub ticket: Ticket,
     pub verdict: Verdict,
     /// How long the call took (the failure-rate rule judges slow calls).
@@ -33,18 +34,18 @@ pub struct Record {
 /// A call that ended without a verdict (its client went away): frees a probe slot.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Abandon {
+pub(crate) struct Abandon {
     pub ticket: Ticket,
 }
 
-pub struct BreakerActor {
+pub(crate) struct BreakerActor {
     machine: CircuitBreaker,
     gate: Arc<BreakerGate>,
-    metrics: Metrics,
+    metrics: BreakerMetrics,
 }
 
 impl BreakerActor {
-    pub fn new(config: BreakerConfig, gate: Arc<BreakerGate>, metrics: Metrics) -> Self {
+    fn new(config: BreakerConfig, gate: Arc<BreakerGate>, metrics: BreakerMetrics) -> Self {
         Self {
             machine: CircuitBreaker::new(config),
             gate,
@@ -55,22 +56,14 @@ impl BreakerActor {
     /// The failure-rate rule's window, as gauges (0 under the consecutive rule).
     fn publish_rates(&self) {
         self.metrics
-            .breaker_failure_rate
-            .set(self.machine.failure_rate());
-        self.metrics
-            .breaker_slow_call_rate
-            .set(self.machine.slow_call_rate());
+            .rates(self.machine.failure_rate(), self.machine.slow_call_rate());
     }
 
     /// Publishes a transition: gate, gauge, counter, log, and the timer that half-opens it.
     fn changed(&mut self, ctx: &mut Context<Self>) {
         let state = self.machine.state();
         self.gate.publish(self.machine.generation(), state);
-        self.metrics.breaker_state.set(state.gauge());
-        self.metrics
-            .breaker_transitions
-            .with_label_values(&[state.label()])
-            .inc();
+        self.metrics.entered(state);
         log::warn!("circuit breaker is now {}", state.label());
         if let State::Open { probe_at } = state {
             let wait = probe_at.saturating_duration_since(Instant::now());
@@ -90,7 +83,7 @@ impl Actor for BreakerActor {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.gate
             .publish(self.machine.generation(), self.machine.state());
-        self.metrics.breaker_state.set(self.machine.state().gauge());
+        self.metrics.show(self.machine.state());
     }
 }
 
@@ -132,7 +125,7 @@ impl Handler<Abandon> for BreakerActor {
 
 /// A call let through by the breaker. [`Pass::finish`] reports its verdict; dropping it unfinished
 /// (the client went away) frees its probe slot without a verdict.
-pub struct Pass {
+pub(crate) struct Pass {
     ticket: Option<Ticket>,
     addr: Addr<BreakerActor>,
 }
@@ -145,7 +138,7 @@ impl Pass {
         }
     }
 
-    pub fn finish(mut self, verdict: Verdict, elapsed: Duration) {
+    pub(crate) fn finish(mut self, verdict: Verdict, elapsed: Duration) {
         if let Some(ticket) = self.ticket.take() {
             self.addr.do_send(Record {
                 ticket,
@@ -168,21 +161,25 @@ impl Drop for Pass {
 
 /// What a route holds: the actor's address and its published gate.
 #[derive(Clone)]
-pub struct BreakerHandle {
+pub(crate) struct BreakerHandle {
     addr: Addr<BreakerActor>,
     gate: Arc<BreakerGate>,
 }
 
 impl BreakerHandle {
-    /// Starts the one `BreakerActor` on the current arbiter.
-    pub fn start(config: BreakerConfig, metrics: Metrics) -> Self {
+    /// Registers the breaker's metrics and starts the one `BreakerActor` on the current arbiter.
+    pub(crate) fn start(
+        config: BreakerConfig,
+        metrics: &Metrics,
+    ) -> Result<Self, prometheus::Error> {
         let gate = Arc::new(BreakerGate::new());
+        let metrics = BreakerMetrics::register(metrics)?;
         let addr = BreakerActor::new(config, gate.clone(), metrics).start();
-        Self { addr, gate }
+        Ok(Self { addr, gate })
     }
 
     /// If the published gate says Open, the time until the next probe: a call now would be refused.
-    pub fn refusing(&self) -> Option<Duration> {
+    pub(crate) fn refusing(&self) -> Option<Duration> {
         match self.gate.view(Instant::now()) {
             GateView::Open { retry_after } => Some(retry_after),
             _ => None,
@@ -191,7 +188,7 @@ impl BreakerHandle {
 
     /// Lets a call through or refuses it. Closed and Open are decided from the gate; HalfOpen asks
     /// the actor.
-    pub async fn allow(&self) -> Result<Pass, Rejected> {
+    pub(crate) async fn allow(&self) -> Result<Pass, Rejected> {
         match self.gate.view(Instant::now()) {
             GateView::Closed { generation } => {
                 Ok(Pass::new(Ticket::closed(generation), self.addr.clone()))

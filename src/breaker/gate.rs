@@ -12,7 +12,7 @@ const OPEN: u64 = 1;
 const HALF_OPEN: u64 = 2;
 
 #[derive(Debug)]
-pub struct BreakerGate {
+pub(crate) struct BreakerGate {
     /// `generation << 2 | state code`: one word, so a reader never pairs a state with another
     /// transition's generation.
     word: AtomicU64,
@@ -23,7 +23,7 @@ pub struct BreakerGate {
 
 /// What a handler may do without asking the actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GateView {
+pub(crate) enum GateView {
     /// Closed in this generation: go ahead.
     Closed { generation: u64 },
     /// Open: refuse, the pause ends after `retry_after`.
@@ -39,7 +39,7 @@ impl Default for BreakerGate {
 }
 
 impl BreakerGate {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             word: AtomicU64::new(CLOSED),
             probe_at_ms: AtomicU64::new(0),
@@ -47,7 +47,7 @@ impl BreakerGate {
         }
     }
 
-    pub fn publish(&self, generation: u64, state: State) {
+    pub(crate) fn publish(&self, generation: u64, state: State) {
         let code = match state {
             State::Closed => CLOSED,
             State::Open { probe_at } => {
@@ -60,7 +60,7 @@ impl BreakerGate {
         self.word.store(generation << 2 | code, Ordering::Release);
     }
 
-    pub fn view(&self, now: Instant) -> GateView {
+    pub(crate) fn view(&self, now: Instant) -> GateView {
         let word = self.word.load(Ordering::Acquire);
         match word & 3 {
             CLOSED => GateView::Closed {

@@ -115,8 +115,10 @@ pub enum Verdict {
     Neutral,
 }
 
-/// A call refused by the breaker, with the time until the next probe may go through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A call refused by the breaker, with the time until the next probe may go through (answered
+/// 503 with `Retry-After`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("circuit open: the next probe may go through in {retry_after:?}")]
 pub struct Rejected {
     pub retry_after: Duration,
 }

@@ -1,0 +1,82 @@
+//! The api's own metrics: `upstream_requests_total{result}` and
+//! `upstream_request_duration_seconds{result}`, one sample per `/client` that reached the breaker.
+//! The counters are resolved once, at start-up, so counting needs no label lookup.
+
+use std::time::Duration;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
+
+use crate::metrics::{Metrics, LATENCY_BUCKETS};
+
+/// The `result` label: how a call that reached the breaker ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UpstreamResult {
+    Ok,
+    /// The dependency answered a non-2xx status.
+    Error,
+    Timeout,
+    /// Refused, reset, invalid HTTP, body too large or cut short.
+    Transport,
+    /// Refused by the breaker; no call was made.
+    BreakerOpen,
+}
+
+impl UpstreamResult {
+    const ALL: [UpstreamResult; 5] = [
+        UpstreamResult::Ok,
+        UpstreamResult::Error,
+        UpstreamResult::Timeout,
+        UpstreamResult::Transport,
+        UpstreamResult::BreakerOpen,
+    ];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            UpstreamResult::Ok => "ok",
+            UpstreamResult::Error => "error",
+            UpstreamResult::Timeout => "timeout",
+            UpstreamResult::Transport => "transport",
+            UpstreamResult::BreakerOpen => "breaker_open",
+        }
+    }
+}
+
+/// The counters, resolved once per [`UpstreamResult`] (in `ALL` order); the histogram's series
+/// appear with their first sample, as before this project resolved anything up front.
+pub(crate) struct UpstreamMetrics {
+    requests: [IntCounter; 5],
+    duration: HistogramVec,
+}
+
+impl UpstreamMetrics {
+    pub(crate) fn register(metrics: &Metrics) -> Result<Self, prometheus::Error> {
+        let requests = metrics.register(IntCounterVec::new(
+            Opts::new(
+                "upstream_requests_total",
+                "Calls from /client to the upstream, by result (breaker_open: refused by the breaker)",
+            ),
+            &["result"],
+        )?)?;
+        let duration = metrics.register(HistogramVec::new(
+            HistogramOpts::new(
+                "upstream_request_duration_seconds",
+                "Time spent on the upstream call, by result",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["result"],
+        )?)?;
+        // Every counter series exists from the first scrape: zeros, not gaps.
+        let requests = UpstreamResult::ALL.map(|r| requests.with_label_values(&[r.label()]));
+        Ok(Self { requests, duration })
+    }
+
+    /// Counts one call; `elapsed` is the time spent on it (none when the breaker refused it).
+    pub(crate) fn record(&self, result: UpstreamResult, elapsed: Option<Duration>) {
+        self.requests[result as usize].inc();
+        if let Some(elapsed) = elapsed {
+            self.duration
+                .with_label_values(&[result.label()])
+                .observe(elapsed.as_secs_f64());
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The breaker's metrics: `circuit_breaker_state`, `circuit_breaker_transitions_total{to}` and,
+//! for the failure-rate rule, the window's failure and slow-call shares. Label values come from
+//! [`State::label`].
+
+use std::time::Instant;
+
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts};
+
+use super::machine::State;
+use crate::metrics::Metrics;
+
+/// Handles to the breaker's metrics, written only by the `BreakerActor`.
+pub(crate) struct BreakerMetrics {
+    state: IntGauge,
+    /// Failure share of the sliding window (`breaker.mode = failure_rate`; 0 otherwise).
+    failure_rate: Gauge,
+    /// Slow-call share of the sliding window.
+    slow_call_rate: Gauge,
+    transitions: IntCounterVec,
+}
+
+impl BreakerMetrics {
+    pub(crate) fn register(metrics: &Metrics) -> Result<Self, prometheus::Error> {
+        let this = Self {
+            state: metrics.register(IntGauge::new(
+                "circuit_breaker_state",
+                "Circuit breaker state: 0 closed, 1 open, 2 half-open",
+            )?)?,
+            failure_rate: metrics.register(Gauge::new(
+                "circuit_breaker_failure_rate",
+                "Share of failed calls in the breaker's sliding window (breaker.mode failure_rate; 0 otherwise)",
+            )?)?,
+            slow_call_rate: metrics.register(Gauge::new(
+                "circuit_breaker_slow_call_rate",
+                "Share of slow calls in the breaker's sliding window (breaker.mode failure_rate; 0 otherwise)",
+            )?)?,
+            transitions: metrics.register(IntCounterVec::new(
+                Opts::new(
+                    "circuit_breaker_transitions_total",
+                    "Circuit breaker transitions, by the state entered",
+                ),
+                &["to"],
+            )?)?,
+        };
+        // Series exist from the first scrape, so dashboards and rate() see zeros, not gaps.
+        let open = State::Open {
+            probe_at: Instant::now(),
+        };
+        for state in [open, State::HalfOpen, State::Closed] {
+            this.transitions.with_label_values(&[state.label()]);
+        }
+        Ok(this)
+    }
+
+    /// The state now in force (gauge only).
+    pub(crate) fn show(&self, state: State) {
+        self.state.set(state.gauge());
+    }
+
+    /// A transition into `state`: gauge and counter.
+    pub(crate) fn entered(&self, state: State) {
+        self.show(state);
+        self.transition(state).inc();
+    }
+
+    fn transition(&self, state: State) -> IntCounter {
+        self.transitions.with_label_values(&[state.label()])
+    }
+
+    /// The failure-rate rule's window shares.
+    pub(crate) fn rates(&self, failure_rate: f64, slow_call_rate: f64) {
+        self.failure_rate.set(failure_rate);
+        self.slow_call_rate.set(slow_call_rate);
+    }
+}

@@ -1,0 +1,111 @@
+//! `[admission]`: static ceilings or the adaptive limiter's bounds and fractions, and the
+//! backlog, turned into admission's [`AdmissionConfig`].
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::rules::{check, count, in_range, one_of, ConfigError};
+use crate::admission::{
+    AdmissionConfig, AdmissionMode, BacklogConfig, Fractions, GradientConfig, Limits,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmission {
+    max_inflight: u32,
+    normal_max_inflight: u32,
+    low_max_inflight: u32,
+    mode: String,
+    min_limit: u32,
+    max_limit: u32,
+    normal_fraction: f64,
+    low_fraction: f64,
+    queue_size: u32,
+    queue_timeout_ms: u64,
+}
+
+/// `admission.mode`, before its parameters are attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Static,
+    Adaptive,
+}
+
+impl TryFrom<RawAdmission> for AdmissionConfig {
+    type Error = ConfigError;
+
+    fn try_from(a: RawAdmission) -> Result<Self, ConfigError> {
+        in_range("admission.max_inflight", a.max_inflight.into(), 1, 100_000)?;
+        in_range(
+            "admission.low_max_inflight",
+            a.low_max_inflight.into(),
+            1,
+            100_000,
+        )?;
+        check(
+            a.low_max_inflight < a.normal_max_inflight,
+            "admission.low_max_inflight",
+            || {
+                format!(
+                    "must be below admission.normal_max_inflight ({}), got {}",
+                    a.normal_max_inflight, a.low_max_inflight
+                )
+            },
+        )?;
+        check(
+            a.normal_max_inflight < a.max_inflight,
+            "admission.normal_max_inflight",
+            || {
+                format!(
+                    "must be below admission.max_inflight ({}), got {}",
+                    a.max_inflight, a.normal_max_inflight
+                )
+            },
+        )?;
+        let mode = one_of(
+            "admission.mode",
+            &a.mode,
+            &[("static", Mode::Static), ("adaptive", Mode::Adaptive)],
+        )?;
+        in_range("admission.min_limit", a.min_limit.into(), 3, 100_000)?;
+        in_range(
+            "admission.max_limit",
+            a.max_limit.into(),
+            a.min_limit.into(),
+            100_000,
+        )?;
+        check(
+            0.0 < a.low_fraction && a.low_fraction < a.normal_fraction && a.normal_fraction < 1.0,
+            "admission.low_fraction",
+            || {
+                format!(
+                    "0 < low_fraction ({}) < normal_fraction ({}) < 1 is required",
+                    a.low_fraction, a.normal_fraction
+                )
+            },
+        )?;
+        in_range("admission.queue_size", a.queue_size.into(), 0, 100_000)?;
+        in_range("admission.queue_timeout_ms", a.queue_timeout_ms, 1, 60_000)?;
+        Ok(AdmissionConfig {
+            mode: match mode {
+                Mode::Static => AdmissionMode::Static(Limits {
+                    high: a.max_inflight,
+                    normal: a.normal_max_inflight,
+                    low: a.low_max_inflight,
+                }),
+                Mode::Adaptive => AdmissionMode::Adaptive {
+                    limiter: GradientConfig::new(a.min_limit, a.max_limit),
+                    fractions: Fractions {
+                        normal: a.normal_fraction,
+                        low: a.low_fraction,
+                    },
+                },
+            },
+            backlog: BacklogConfig {
+                size: count(a.queue_size.into()),
+                timeout: Duration::from_millis(a.queue_timeout_ms),
+            },
+        })
+    }
+}

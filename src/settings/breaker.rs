@@ -1,0 +1,88 @@
+//! `[breaker]`: the trip rule (`mode`) with its parameters, the open pause and the probes,
+//! turned into the breaker's [`BreakerConfig`].
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::rules::{in_range, one_of, positive_share, ConfigError};
+use crate::breaker::{BreakerConfig, RateWindow, TripRule};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBreaker {
+    failure_threshold: u32,
+    open_seconds: u64,
+    half_open_probes: u32,
+    mode: String,
+    window_size: u32,
+    minimum_calls: u32,
+    failure_rate_threshold: f64,
+    slow_call_ms: u64,
+    slow_call_rate_threshold: f64,
+}
+
+/// `breaker.mode`, before its parameters are attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Consecutive,
+    FailureRate,
+}
+
+impl TryFrom<RawBreaker> for BreakerConfig {
+    type Error = ConfigError;
+
+    fn try_from(b: RawBreaker) -> Result<Self, ConfigError> {
+        in_range(
+            "breaker.failure_threshold",
+            b.failure_threshold.into(),
+            1,
+            10_000,
+        )?;
+        in_range("breaker.open_seconds", b.open_seconds, 1, 3600)?;
+        in_range(
+            "breaker.half_open_probes",
+            b.half_open_probes.into(),
+            1,
+            1000,
+        )?;
+        let mode = one_of(
+            "breaker.mode",
+            &b.mode,
+            &[
+                ("consecutive", Mode::Consecutive),
+                ("failure_rate", Mode::FailureRate),
+            ],
+        )?;
+        in_range("breaker.window_size", b.window_size.into(), 1, 10_000)?;
+        in_range(
+            "breaker.minimum_calls",
+            b.minimum_calls.into(),
+            1,
+            b.window_size.into(),
+        )?;
+        in_range("breaker.slow_call_ms", b.slow_call_ms, 0, 60_000)?;
+        let window = RateWindow {
+            size: b.window_size,
+            minimum_calls: b.minimum_calls,
+            failure_rate_threshold: positive_share(
+                "breaker.failure_rate_threshold",
+                b.failure_rate_threshold,
+            )?,
+            slow_call: Duration::from_millis(b.slow_call_ms),
+            slow_call_rate_threshold: positive_share(
+                "breaker.slow_call_rate_threshold",
+                b.slow_call_rate_threshold,
+            )?,
+        };
+        Ok(BreakerConfig {
+            trip: match mode {
+                Mode::Consecutive => TripRule::Consecutive,
+                Mode::FailureRate => TripRule::FailureRate(window),
+            },
+            failure_threshold: b.failure_threshold,
+            open_for: Duration::from_secs(b.open_seconds),
+            half_open_probes: b.half_open_probes,
+        })
+    }
+}

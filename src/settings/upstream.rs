@@ -1,0 +1,104 @@
+//! `[upstream]`: the simulated dependency's listener, workers, defaults, fault modes and
+//! capacity, turned into its [`SimulatorConfig`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use serde::Deserialize;
+
+use super::rules::{check, count, in_range, listen_addr, probability, ConfigError};
+use crate::upstream::{Degrade, Faults, SimulatorConfig};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    listen: String,
+    latency_ms: u64,
+    fail_rate: f64,
+    workers: u64,
+    concurrency: u64,
+    degrade_after_seconds: u64,
+    degraded_concurrency: u64,
+    jitter_ms: u64,
+    tail_rate: f64,
+    tail_ms: u64,
+    fail_status: u16,
+    hang_rate: f64,
+    reset_rate: f64,
+    /// Read by both roles; [`super::Settings`] keeps it as an `OverridePolicy`.
+    pub(super) allow_request_overrides: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamSettings {
+    pub listen: SocketAddr,
+    /// 0 = one worker per core.
+    pub workers: usize,
+    pub simulator: SimulatorConfig,
+}
+
+impl TryFrom<RawUpstream> for UpstreamSettings {
+    type Error = ConfigError;
+
+    fn try_from(up: RawUpstream) -> Result<Self, ConfigError> {
+        in_range("upstream.workers", up.workers, 0, 256)?;
+        in_range("upstream.latency_ms", up.latency_ms, 0, 5000)?;
+        let fail_rate = probability("upstream.fail_rate", up.fail_rate)?;
+        in_range("upstream.concurrency", up.concurrency, 0, 100_000)?;
+        in_range(
+            "upstream.degrade_after_seconds",
+            up.degrade_after_seconds,
+            0,
+            86_400,
+        )?;
+        let degrade = if up.degrade_after_seconds > 0 {
+            check(
+                up.concurrency >= 2,
+                "upstream.degrade_after_seconds",
+                || {
+                    format!(
+                        "needs an upstream.concurrency of at least 2 to degrade from, got {}",
+                        up.concurrency
+                    )
+                },
+            )?;
+            in_range(
+                "upstream.degraded_concurrency",
+                up.degraded_concurrency,
+                1,
+                up.concurrency.saturating_sub(1),
+            )?;
+            Some(Degrade {
+                after: Duration::from_secs(up.degrade_after_seconds),
+                to: count(up.degraded_concurrency),
+            })
+        } else {
+            None
+        };
+        in_range("upstream.jitter_ms", up.jitter_ms, 0, 5000)?;
+        in_range("upstream.tail_ms", up.tail_ms, 0, 60_000)?;
+        in_range("upstream.fail_status", up.fail_status.into(), 400, 599)?;
+        let fail_status = StatusCode::from_u16(up.fail_status)
+            .map_err(|e| ConfigError::at("upstream.fail_status", e.to_string()))?;
+        let faults = Faults {
+            jitter_ms: up.jitter_ms,
+            tail_rate: probability("upstream.tail_rate", up.tail_rate)?,
+            tail_ms: up.tail_ms,
+            fail_status,
+            hang_rate: probability("upstream.hang_rate", up.hang_rate)?,
+            reset_rate: probability("upstream.reset_rate", up.reset_rate)?,
+        };
+        Ok(Self {
+            listen: listen_addr("upstream.listen", &up.listen)?,
+            workers: count(up.workers),
+            simulator: SimulatorConfig {
+                latency_ms: up.latency_ms,
+                fail_rate,
+                faults,
+                concurrency: count(up.concurrency),
+                degrade,
+            },
+        })
+    }
+}
