@@ -56,70 +56,43 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* Environment of the api container: every LOAD_SHED__ key it reads. */}}
+{{/*
+The binary's configuration as environment, generically: every key of the named sections of
+.Values.config becomes LOAD_SHED__<SECTION>__<KEY> (camelCase keys to snake_case), so a new key
+needs no line here. Call with (dict "ctx" $ "sections" (list "api" "timeouts")).
+*/}}
+{{- define "load-shed-api.configEnv" -}}
+{{- range $section := .sections }}
+{{- range $key, $value := index $.ctx.Values.config $section }}
+{{ printf "LOAD_SHED__%s__%s" (upper $section) (upper (snakecase $key)) }}: {{ include "load-shed-api.envValue" $value }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* One configuration value as an environment string: whole numbers without an exponent. */}}
+{{- define "load-shed-api.envValue" -}}
+{{- if and (kindIs "float64" .) (eq (floor .) .) }}
+{{- int64 . | quote }}
+{{- else }}
+{{- toString . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Environment of the api container: its own sections, plus whether callers may pass overrides on. */}}
 {{- define "load-shed-api.apiEnv" -}}
-{{- $c := .Values.config -}}
 LOAD_SHED__ROLE: "api"
 LOAD_SHED__API__LISTEN: {{ printf "0.0.0.0:%d" (int .Values.api.containerPort) | quote }}
 LOAD_SHED__API__UPSTREAM_URL: {{ .Values.api.upstreamUrl | default (printf "http://%s:%d" (include "load-shed-api.upstreamFullname" .) (int .Values.upstream.service.port)) | quote }}
-LOAD_SHED__API__MAX_UPSTREAM_BODY_BYTES: {{ int64 $c.api.maxUpstreamBodyBytes | quote }}
-LOAD_SHED__API__WORKERS: {{ int64 $c.api.workers | quote }}
-LOAD_SHED__UPSTREAM__ALLOW_REQUEST_OVERRIDES: {{ $c.upstream.allowRequestOverrides | toString | quote }}
-LOAD_SHED__TIMEOUTS__UPSTREAM_MS: {{ int64 $c.timeouts.upstreamMs | quote }}
-LOAD_SHED__TIMEOUTS__CONNECT_MS: {{ int64 $c.timeouts.connectMs | quote }}
-LOAD_SHED__TIMEOUTS__MIN_BUDGET_MS: {{ int64 $c.timeouts.minBudgetMs | quote }}
-LOAD_SHED__BREAKER__FAILURE_THRESHOLD: {{ int64 $c.breaker.failureThreshold | quote }}
-LOAD_SHED__BREAKER__OPEN_SECONDS: {{ int64 $c.breaker.openSeconds | quote }}
-LOAD_SHED__BREAKER__HALF_OPEN_PROBES: {{ int64 $c.breaker.halfOpenProbes | quote }}
-LOAD_SHED__BREAKER__MODE: {{ $c.breaker.mode | quote }}
-LOAD_SHED__BREAKER__WINDOW_SIZE: {{ int64 $c.breaker.windowSize | quote }}
-LOAD_SHED__BREAKER__MINIMUM_CALLS: {{ int64 $c.breaker.minimumCalls | quote }}
-LOAD_SHED__BREAKER__FAILURE_RATE_THRESHOLD: {{ $c.breaker.failureRateThreshold | toString | quote }}
-LOAD_SHED__BREAKER__SLOW_CALL_MS: {{ int64 $c.breaker.slowCallMs | quote }}
-LOAD_SHED__BREAKER__SLOW_CALL_RATE_THRESHOLD: {{ $c.breaker.slowCallRateThreshold | toString | quote }}
-LOAD_SHED__ADMISSION__MAX_INFLIGHT: {{ int64 $c.admission.maxInflight | quote }}
-LOAD_SHED__ADMISSION__NORMAL_MAX_INFLIGHT: {{ int64 $c.admission.normalMaxInflight | quote }}
-LOAD_SHED__ADMISSION__LOW_MAX_INFLIGHT: {{ int64 $c.admission.lowMaxInflight | quote }}
-LOAD_SHED__ADMISSION__MODE: {{ $c.admission.mode | quote }}
-LOAD_SHED__ADMISSION__MIN_LIMIT: {{ int64 $c.admission.minLimit | quote }}
-LOAD_SHED__ADMISSION__MAX_LIMIT: {{ int64 $c.admission.maxLimit | quote }}
-LOAD_SHED__ADMISSION__NORMAL_FRACTION: {{ $c.admission.normalFraction | toString | quote }}
-LOAD_SHED__ADMISSION__LOW_FRACTION: {{ $c.admission.lowFraction | toString | quote }}
-LOAD_SHED__ADMISSION__QUEUE_SIZE: {{ int64 $c.admission.queueSize | quote }}
-LOAD_SHED__ADMISSION__QUEUE_TIMEOUT_MS: {{ int64 $c.admission.queueTimeoutMs | quote }}
-LOAD_SHED__SHUTDOWN__GRACE_SECONDS: {{ int64 $c.shutdown.graceSeconds | quote }}
-{{ include "load-shed-api.serverEnv" . }}
+{{- include "load-shed-api.configEnv" (dict "ctx" . "sections" (list "api" "timeouts" "breaker" "admission" "server" "shutdown")) }}
+LOAD_SHED__UPSTREAM__ALLOW_REQUEST_OVERRIDES: {{ include "load-shed-api.envValue" .Values.config.upstream.allowRequestOverrides }}
 RUST_LOG: {{ .Values.logLevel | quote }}
-{{- end }}
-
-{{/* Connection limits, the same for both containers. */}}
-{{- define "load-shed-api.serverEnv" -}}
-{{- $s := .Values.config.server -}}
-LOAD_SHED__SERVER__CLIENT_REQUEST_TIMEOUT_MS: {{ int64 $s.clientRequestTimeoutMs | quote }}
-LOAD_SHED__SERVER__KEEP_ALIVE_SECONDS: {{ int64 $s.keepAliveSeconds | quote }}
-LOAD_SHED__SERVER__MAX_CONNECTIONS: {{ int64 $s.maxConnections | quote }}
 {{- end }}
 
 {{/* Environment of the upstream container. */}}
 {{- define "load-shed-api.upstreamEnv" -}}
-{{- $c := .Values.config -}}
 LOAD_SHED__ROLE: "upstream"
 LOAD_SHED__UPSTREAM__LISTEN: {{ printf "0.0.0.0:%d" (int .Values.upstream.containerPort) | quote }}
-LOAD_SHED__UPSTREAM__LATENCY_MS: {{ int64 $c.upstream.latencyMs | quote }}
-LOAD_SHED__UPSTREAM__FAIL_RATE: {{ $c.upstream.failRate | toString | quote }}
-LOAD_SHED__UPSTREAM__WORKERS: {{ int64 $c.upstream.workers | quote }}
-LOAD_SHED__UPSTREAM__CONCURRENCY: {{ int64 $c.upstream.concurrency | quote }}
-LOAD_SHED__UPSTREAM__DEGRADE_AFTER_SECONDS: {{ int64 $c.upstream.degradeAfterSeconds | quote }}
-LOAD_SHED__UPSTREAM__DEGRADED_CONCURRENCY: {{ int64 $c.upstream.degradedConcurrency | quote }}
-LOAD_SHED__UPSTREAM__JITTER_MS: {{ int64 $c.upstream.jitterMs | quote }}
-LOAD_SHED__UPSTREAM__TAIL_RATE: {{ $c.upstream.tailRate | toString | quote }}
-LOAD_SHED__UPSTREAM__TAIL_MS: {{ int64 $c.upstream.tailMs | quote }}
-LOAD_SHED__UPSTREAM__FAIL_STATUS: {{ int64 $c.upstream.failStatus | quote }}
-LOAD_SHED__UPSTREAM__HANG_RATE: {{ $c.upstream.hangRate | toString | quote }}
-LOAD_SHED__UPSTREAM__RESET_RATE: {{ $c.upstream.resetRate | toString | quote }}
-LOAD_SHED__UPSTREAM__ALLOW_REQUEST_OVERRIDES: {{ $c.upstream.allowRequestOverrides | toString | quote }}
-LOAD_SHED__SHUTDOWN__GRACE_SECONDS: {{ int64 $c.shutdown.graceSeconds | quote }}
-{{ include "load-shed-api.serverEnv" . }}
+{{- include "load-shed-api.configEnv" (dict "ctx" . "sections" (list "upstream" "server" "shutdown")) }}
 RUST_LOG: {{ .Values.logLevel | quote }}
 {{- end }}
 

@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""One configuration key, few places. `config/default.toml` is the source: every key with its
+default and, in the comment above it, what it means. A new key is declared in four places: the
+code (its section under src/settings/), config/default.toml, the chart's values.yaml and
+values.schema.json. The chart renders every key of its `config` block as an environment variable
+without a per-key line (templates/_helpers.tpl), and docs/configuration.md's table is generated
+from config/default.toml. This script fails when any of them disagree:
+
+- every key of config/default.toml is in values.yaml's `config` block (camelCase) with the same
+  default, and in values.schema.json with a type that fits, and neither has a key more
+  (except the keys the chart derives itself: role, listen addresses, the upstream URL);
+- docs/configuration.md's table is what config/default.toml generates.
+
+(The code and config/default.toml cannot drift: the binary embeds the file, rejects keys it does
+not know and fails to start without one it needs, which `cargo test` covers.)
+
+Usage: python3 .ci/config_keys.py            check (CI)
+       python3 .ci/config_keys.py --write    regenerate docs/configuration.md's table
+"""
+
+import json
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS = ROOT / "config/default.toml"
+VALUES = ROOT / "helm/load-shed-api/values.yaml"
+SCHEMA = ROOT / "helm/load-shed-api/values.schema.json"
+DOCS = ROOT / "docs/configuration.md"
+BEGIN = "<!-- generated from config/default.toml by .ci/config_keys.py --write: do not edit -->"
+END = "<!-- end of generated table -->"
+
+# Keys the chart sets itself, from the container ports, the role of each Deployment and
+# api.upstreamUrl, rather than from its `config` block.
+CHART_DERIVED = {"role", "api.listen", "api.upstream_url", "upstream.listen"}
+
+
+def camel(snake):
+    head, *rest = snake.split("_")
+    return head + "".join(word.capitalize() for word in rest)
+
+
+def env_name(key):
+    return "LOAD_SHED__" + key.upper().replace(".", "__")
+
+
+def documented_keys():
+    """[(keys sharing one comment, comment)], in file order. A key with no comment of its own
+    shares the one above it."""
+    rows, comment, section = [], [], ""
+    for line in DEFAULTS.read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            section, comment = stripped[1:-1] + ".", []
+        elif stripped.startswith("#"):
+            comment.append(stripped.lstrip("#").strip())
+        elif "=" in stripped:
+            key = section + stripped.split("=", 1)[0].strip()
+            if comment or not rows:
+                rows.append(([key], " ".join(comment)))
+            else:
+                rows[-1][0].append(key)
+            comment = []
+        elif not stripped:
+            comment = []
+    return rows
+
+
+def flat(table, prefix=""):
+    out = {}
+    for name, value in table.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{name}."))
+        else:
+            out[prefix + name] = value
+    return out
+
+
+def toml_literal(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)
+
+
+def table():
+    defaults = flat(tomllib.loads(DEFAULTS.read_text()))
+    lines = [BEGIN, "", "| key | environment variable | default | meaning |", "|---|---|---|---|"]
+    for keys, meaning in documented_keys():
+        lines.append("| " + "<br>".join(f"`{k}`" for k in keys)
+                     + " | " + "<br>".join(f"`{env_name(k)}`" for k in keys)
+                     + " | " + "<br>".join(f"`{toml_literal(defaults[k])}`" for k in keys)
+                     + " | " + meaning.replace("|", "\\|") + " |")
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def same(a, b):
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) == float(b)
+    return a == b
+
+
+def fits(schema_type, value):
+    types = schema_type if isinstance(schema_type, list) else [schema_type]
+    if isinstance(value, bool):
+        return "boolean" in types
+    if isinstance(value, int):
+        return "integer" in types or "number" in types
+    if isinstance(value, float):
+        return "number" in types
+    return "string" in types
+
+
+def main():
+    problems = []
+    defaults = {k: v for k, v in flat(tomllib.loads(DEFAULTS.read_text())).items() if k not in CHART_DERIVED}
+    values = yaml.safe_load(VALUES.read_text())["config"]
+    schema = json.loads(SCHEMA.read_text())["properties"]["config"]["properties"]
+
+    chart_keys = {f"{section}.{key}" for section, keys in values.items() for key in keys}
+    expected = {f"{k.split('.')[0]}.{camel(k.split('.')[1])}": k for k in defaults}
+    for chart_key, key in sorted(expected.items()):
+        section, name = chart_key.split(".")
+        if chart_key not in chart_keys:
+            problems.append(f"values.yaml: config.{chart_key} is missing ({key} in config/default.toml)")
+        elif not same(values[section][name], defaults[key]):
+            problems.append(f"values.yaml: config.{chart_key} defaults to {values[section][name]!r}, "
+                            f"config/default.toml's {key} to {defaults[key]!r}")
+        prop = schema.get(section, {}).get("properties", {}).get(name)
+        if prop is None:
+            problems.append(f"values.schema.json: config.{chart_key} is missing")
+        elif "type" in prop and not fits(prop["type"], defaults[key]):
+            problems.append(f"values.schema.json: config.{chart_key} has type {prop['type']}, "
+                            f"but its default is {defaults[key]!r}")
+    for chart_key in sorted(chart_keys - set(expected)):
+        problems.append(f"values.yaml: config.{chart_key} is no key of config/default.toml")
+    schema_keys = {f"{s}.{k}" for s, body in schema.items() for k in body.get("properties", {})}
+    for chart_key in sorted(schema_keys - set(expected)):
+        problems.append(f"values.schema.json: config.{chart_key} is no key of config/default.toml")
+
+    generated = table()
+    docs = DOCS.read_text()
+    current = re.search(re.escape(BEGIN) + ".*?" + re.escape(END), docs, re.S)
+    if "--write" in sys.argv[1:]:
+        DOCS.write_text(docs.replace(current.group(0), generated) if current else docs + "\n" + generated + "\n")
+        print(f"wrote {DOCS.relative_to(ROOT)}")
+    elif current is None or current.group(0) != generated:
+        problems.append("docs/configuration.md: the table is not what config/default.toml generates "
+                        "(run python3 .ci/config_keys.py --write)")
+
+    checked = len(defaults)
+    print(f"configuration keys: {checked} in config/default.toml ({len(CHART_DERIVED)} set by the chart itself)")
+    for p in problems:
+        print("  FAIL  " + p)
+    print(f"{checked - len(problems) if problems else checked} passed, {len(problems)} failed")
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()
