@@ -20,33 +20,24 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "loadtest"))
-from harness import free_port, get  # noqa: E402  (shared with the load scripts)
+from harness import Checks, binary_arg, free_port, get, spawn, wait_up
+
 CHART = ROOT / "helm/load-shed-api"
 KUBE_VERSIONS = ["1.30.0", "1.35.0"]
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
-failures = []
-passed = 0
-
-
-def check(ok, what):
-    global passed
-    print(("  ok    " if ok else "  FAIL  ") + what, flush=True)
-    if ok:
-        passed += 1
-    else:
-        failures.append(what)
+checks = Checks()
+check = checks.check
 
 
 def run(cmd, **kw):
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kw)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, **kw)
 
 
 def metric(text, name, labels):
@@ -70,24 +61,14 @@ def container_env(deployment, configmaps):
 
 
 def start(binary, env, log):
-    proc = subprocess.Popen([binary], env={"PATH": os.environ["PATH"], **env},
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
-    return proc
+    return spawn([binary], log, env={"PATH": os.environ["PATH"], **env})
 
 
 def wait_healthy(proc, base, log):
-    deadline = time.time() + 15
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"exited {proc.returncode}: {Path(log).read_text()[-500:]}")
-        try:
-            if get(f"{base}/healthz")[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{base} never became healthy")
+    wait_up(f"{base}/healthz", proc, base, log=log, timeout=15)
+    status, body = get(f"{base}/healthz")
+    if status != 200:
+        raise RuntimeError(f"{base}/healthz answered {status} {body.strip()}")
 
 
 def startup_check(name, docs, binary, workdir):
@@ -169,7 +150,7 @@ def startup_check(name, docs, binary, workdir):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--binary", default=str(ROOT / "target/debug/load-shed-api"))
+    parser.add_argument("--binary", type=binary_arg, default=str(ROOT / "target/debug/load-shed-api"))
     parser.add_argument("--crd-validator", required=True,
                         help="directory with node_modules/@kubernetes-models/prometheus-operator")
     args = parser.parse_args()
@@ -216,10 +197,7 @@ def main():
         print(f"  rendered: {', '.join(kinds)}")
         startup_check(name, docs, args.binary, workdir)
 
-    print(f"\nchart checks: {passed} passed, {len(failures)} failed")
-    if failures:
-        print("failed:", *failures, sep="\n  ")
-        sys.exit(1)
+    checks.finish("chart checks")
 
 
 if __name__ == "__main__":

@@ -148,7 +148,7 @@ def main():
 
     generated = table()
     docs = DOCS.read_text()
-    current = re.search(re.escape(BEGIN) + ".*?" + re.escape(END), docs, re.S)
+    current = re.search(re.escape(BEGIN) + ".*?" + re.escape(END), docs, re.DOTALL)
     if "--write" in sys.argv[1:]:
         DOCS.write_text(docs.replace(current.group(0), generated) if current else docs + "\n" + generated + "\n")
         print(f"wrote {DOCS.relative_to(ROOT)}")

@@ -25,8 +25,8 @@ def slug(heading):
 
 
 def anchors(path):
-    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
-    return {slug(m.group(1)) for m in re.finditer(r"^#+\s+(.*)$", text, re.M)}
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.DOTALL)
+    return {slug(m.group(1)) for m in re.finditer(r"^#+\s+(.*)$", text, re.MULTILINE)}
 
 
 def main():
@@ -54,7 +54,7 @@ def main():
     sources = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
                *sorted(p for p in ROOT.glob("*/README.md")), *sorted(ROOT.glob("helm/*/README.md"))]
     for source in sources:
-        text = re.sub(r"```.*?```", "", source.read_text(), flags=re.S)
+        text = re.sub(r"```.*?```", "", source.read_text(), flags=re.DOTALL)
         for target in LINK.findall(text):
             if not re.match(r"^[a-z]+:", target):
                 resolve(source, target)

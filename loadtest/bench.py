@@ -37,7 +37,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import ROOT, free_port, get, percentile, rss_kib, stop, wait_up
+from harness import (
+    ROOT,
+    NotUp,
+    binary_arg,
+    free_port,
+    get,
+    git_commit,
+    percentile,
+    rss_kib,
+    spawn,
+    stop,
+    wait_up,
+)
 
 BINARY = ROOT / "target/release/load-shed-api"
 OUT = ROOT / "loadtest/out"
@@ -67,8 +79,7 @@ class Service:
             **env,
         }
         self.log = workdir / f"{name}.log"
-        self.proc = subprocess.Popen([str(BINARY)], env=self.env, stdout=open(self.log, "wb"),
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = spawn([BINARY], self.log, env=self.env)
         self.api = f"http://127.0.0.1:{self.api_port}"
         self.upstream = f"http://127.0.0.1:{self.up_port}"
         wait_up(f"{self.api}/healthz", self.proc, "load-shed-api")
@@ -115,8 +126,7 @@ http {{
   }}
 }}
 """)
-        self.proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(workdir), "-g", "daemon off;"],
-                                     stdout=subprocess.DEVNULL, stderr=open(workdir / "nginx.out", "wb"))
+        self.proc = spawn(["nginx", "-c", conf, "-p", workdir, "-g", "daemon off;"], workdir / "nginx.out")
         self.base = f"http://127.0.0.1:{self.port}"
         wait_up(f"{self.base}/static", self.proc, "nginx")
 
@@ -131,9 +141,9 @@ def to_ms(text):
 
 def wrk(url, duration, connections=50):
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=False).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     total = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.search(r"Socket errors: (.*)", out)
@@ -151,15 +161,11 @@ def step_wrk(name, url, reps, duration, service=None, path=None, expect=None, ar
     """`around`, if given, is a context manager factory run around each repetition."""
     runs = []
     for _ in range(reps):
-        guard = around() if around else None
-        if guard:
-            guard.__enter__()
-        before = service.statuses(path) if service else {}
-        r = wrk(url, duration)
-        time.sleep(0.3)
-        after = service.statuses(path) if service else {}
-        if guard:
-            guard.__exit__(None, None, None)
+        with around() if around else contextlib.nullcontext():
+            before = service.statuses(path) if service else {}
+            r = wrk(url, duration)
+            time.sleep(0.3)
+            after = service.statuses(path) if service else {}
         r["status"] = {k: int(after.get(k, 0) - before.get(k, 0)) for k in after if after.get(k, 0) - before.get(k, 0) > 0}
         runs.append(r)
     med_rps, lo, hi = summarize(runs, "rps")
@@ -202,18 +208,17 @@ def step_overload(service, reps, duration, groups=8):
         # To files: hundreds of thousands of CSV lines would fill a pipe and block hey.
         for g in range(groups):
             path = service.log.with_suffix(f".hey{g}.csv")
-            out = open(path, "w")
-            files.append((path, out))
-            procs.append(subprocess.Popen(
-                ["hey", "-z", f"{duration}s", "-c", str(clients), "-q", "20", "-o", "csv", f"{service.api}{OVERLOAD_URL}"],
-                stdout=out, stderr=subprocess.DEVNULL))
+            files.append(path)
+            with open(path, "w") as out:
+                procs.append(subprocess.Popen(
+                    ["hey", "-z", f"{duration}s", "-c", str(clients), "-q", "20", "-o", "csv", f"{service.api}{OVERLOAD_URL}"],
+                    stdout=out, stderr=subprocess.DEVNULL))
             time.sleep(0.050 / groups)
         while any(p.poll() is None for p in procs):
             peak = max(peak, service.rss_kib())
             time.sleep(0.1)
         by_status = {}
-        for path, out in files:
-            out.close()
+        for path in files:
             with open(path) as f:
                 for row in csv.DictReader(f):
                     by_status.setdefault(row["status-code"], []).append(float(row["response-time"]) * 1000)
@@ -275,10 +280,8 @@ def wait_metric(service, line, timeout=10):
 def machine():
     model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                   if l.startswith("model name")), "unknown")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    return {"nproc": os.cpu_count(), "cpu": model, "commit": commit + ("-dirty" if dirty else ""),
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    return {"nproc": os.cpu_count(), "cpu": model, "commit": git_commit(),
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "kernel": os.uname().release}
 
 
@@ -318,8 +321,8 @@ def markdown(info, steps, rss_idle_kib, targets, args):
     proxy = next((r for r in steps if r["step"].startswith("7b")), None)
     lines = [f"## {info['date']} — commit {info['commit']}", "",
              f"Machine: {info['nproc']} cores, {info['cpu']}, kernel {info['kernel']}; load tool on the same cores.",
-             f"Command: `python3 loadtest/bench.py --reps {args.reps} --duration {args.duration}` "
-             f"(release build; service workers: {args.workers or 'one per core'}).", "",
+             (f"Command: `python3 loadtest/bench.py --reps {args.reps} --duration {args.duration}` "
+              f"(release build; service workers: {args.workers or 'one per core'})."), "",
              "| step | req/s (median, min–max) | p50 ms | p99 ms | status mix | vs nginx |",
              "|---|---|---|---|---|---|"]
     for r in steps:
@@ -331,16 +334,18 @@ def markdown(info, steps, rss_idle_kib, targets, args):
         lines.append(f"| {r['step']} | {r['rps']:.0f} ({r['rps_min']:.0f}–{r['rps_max']:.0f}) | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {mix} | {ratio} |")
     o = next(r for r in steps if r["step"].startswith("6 "))
     mix = ", ".join(f"{k}: {v}" for k, v in sorted(o["status"].items()))
-    lines += ["", f"Overload (step 6, `{o['cmd']}`, upstream 50 ms, max_inflight 50 → capacity 1000/s): "
-              f"goodput **{o['goodput']:.0f}/s** (min {o['goodput_min']:.0f}, max {o['goodput_max']:.0f}), offered {o['offered_rps']:.0f}/s; "
-              f"admitted p50 {o['admitted_p50_ms']:.1f} ms, p99 **{o['admitted_p99_ms']:.1f} ms**; "
-              f"shed p50 {o['shed_p50_ms']:.2f} ms, p99 **{o['shed_p99_ms']:.2f} ms**; status mix {mix}.",
+    lines += ["", (f"Overload (step 6, `{o['cmd']}`, upstream 50 ms, max_inflight 50 → capacity 1000/s): "
+                   f"goodput **{o['goodput']:.0f}/s** (min {o['goodput_min']:.0f}, max {o['goodput_max']:.0f}), "
+                   f"offered {o['offered_rps']:.0f}/s; admitted p50 {o['admitted_p50_ms']:.1f} ms, "
+                   f"p99 **{o['admitted_p99_ms']:.1f} ms**; "
+                   f"shed p50 {o['shed_p50_ms']:.2f} ms, p99 **{o['shed_p99_ms']:.2f} ms**; status mix {mix}."),
               f"RSS: idle **{rss_idle_kib / 1024:.1f} MiB**, peak during overload **{o['peak_rss_kib'] / 1024:.1f} MiB**.", ""]
     sync = next((r for r in steps if r["step"].startswith("6b")), None)
     if sync:
-        lines += [f"For comparison, the same 400 clients from one hey process (`{sync['cmd']}`), whose tickers fire together: "
-                  f"goodput {sync['goodput']:.0f}/s, admitted p99 {sync['admitted_p99_ms']:.1f} ms, shed p50 {sync['shed_p50_ms']:.2f} ms, "
-                  f"p99 {sync['shed_p99_ms']:.2f} ms: the tail is the 400-request burst queueing in the event loop.", ""]
+        lines += [(f"For comparison, the same 400 clients from one hey process (`{sync['cmd']}`), whose tickers fire "
+                   f"together: goodput {sync['goodput']:.0f}/s, admitted p99 {sync['admitted_p99_ms']:.1f} ms, "
+                   f"shed p50 {sync['shed_p50_ms']:.2f} ms, p99 {sync['shed_p99_ms']:.2f} ms: the tail is the "
+                   f"400-request burst queueing in the event loop."), ""]
     lines += [
               "| target | met | measured |", "|---|---|---|"]
     lines += [f"| {name} | {'yes' if ok else '**no**'} | {detail} |" for name, ok, detail in targets]
@@ -350,15 +355,16 @@ def markdown(info, steps, rss_idle_kib, targets, args):
 
 
 def main():
+    global BINARY
     p = argparse.ArgumentParser(description="load-shed-api benchmark harness")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     p.add_argument("--overload-duration", type=int, default=10)
     p.add_argument("--workers", type=int, default=0, help="api and upstream workers (0 = one per core)")
     p.add_argument("--no-record", action="store_true", help="do not append to loadtest/RESULTS.md")
+    p.add_argument("--binary", type=binary_arg, default=str(BINARY), help="default: the release build")
     args = p.parse_args()
-    if not BINARY.exists():
-        sys.exit("build first: cargo build --release")
+    BINARY = args.binary
     for tool in ("wrk", "hey"):
         if not shutil.which(tool):
             sys.exit(f"{tool} not found: apt-get install -y wrk hey nginx-light")
@@ -433,4 +439,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except NotUp as e:
+        sys.exit(str(e))

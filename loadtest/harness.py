@@ -1,6 +1,8 @@
-"""What the load scripts and .ci/chart_checks.py share: free ports, HTTP GET, waiting for and
-stopping a process, reading the Prometheus text format, percentiles, RSS. Standard library only."""
+"""What the load scripts and the checks in .ci/ share: free ports, HTTP GET, starting, waiting
+for and stopping a process, counting checks, the binary argument, the git commit, reading the
+Prometheus text format, percentiles, RSS. Standard library only."""
 
+import argparse
 import signal
 import socket
 import subprocess
@@ -19,6 +21,61 @@ def default_binary():
     return release if release.exists() else ROOT / "target/debug/load-shed-api"
 
 
+def binary_arg(text):
+    """argparse type of `--binary`: a path relative to where the script was started, made absolute
+    (the scripts start processes in scratch directories)."""
+    path = Path(text).expanduser().resolve()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: not found (cargo build --release, or --binary PATH)")
+    return path
+
+
+def git_commit():
+    """The short commit of the checkout, with `-dirty` when tracked files have changed."""
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT, check=False).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def spawn(argv, log, **kwargs):
+    """Starts `argv` with stdout and stderr going to the file `log` (the parent's handle is closed
+    at once; the child keeps its own) and no stdin."""
+    with open(log, "wb") as out:
+        return subprocess.Popen([str(a) for a in argv], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, **kwargs)
+
+
+class Checks:
+    """Counts checks as they are made, printing each; `finish` prints the closing
+    `NAME: N passed, M failed` line and exits non-zero on any failure."""
+
+    def __init__(self):
+        self.passed = 0
+        self.failures = []
+
+    def check(self, ok, what):
+        print(("  ok    " if ok else "  FAIL  ") + what, flush=True)
+        if ok:
+            self.passed += 1
+        else:
+            self.failures.append(what)
+        return ok
+
+    def fail(self, what):
+        return self.check(False, what)
+
+    def __bool__(self):
+        """True when something failed."""
+        return bool(self.failures)
+
+    def finish(self, name):
+        if self.failures:
+            print(f"\n{name} FAILED ({len(self.failures)}):", *self.failures, sep="\n  ")
+        print(f"\n{name}: {self.passed} passed, {len(self.failures)} failed", flush=True)
+        sys.exit(1 if self.failures else 0)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -34,18 +91,25 @@ def get(url, timeout=5):
         return e.code, e.read().decode()
 
 
-def wait_up(url, proc, what):
-    """Waits up to 20 s for `url` to answer; exits the script if `proc` dies or it never does."""
-    deadline = time.time() + 20
+class NotUp(RuntimeError):
+    """A process that exited, or never answered, while we waited for it."""
+
+
+def wait_up(url, proc, what, log=None, timeout=20):
+    """Waits until `url` answers (any status). Raises NotUp, with the end of `log` if given, when
+    `proc` exits first or `timeout` seconds pass."""
+    def tail():
+        return f": {Path(log).read_text(errors='replace')[-500:]}" if log and Path(log).exists() else ""
+    deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            sys.exit(f"{what} exited with {proc.returncode}")
+            raise NotUp(f"{what} exited with {proc.returncode}{tail()}")
         try:
             get(url, timeout=1)
             return
         except OSError:
             time.sleep(0.1)
-    sys.exit(f"{what} did not come up")
+    raise NotUp(f"{what} did not come up within {timeout} s{tail()}")
 
 
 def stop(proc, sig=signal.SIGTERM, timeout=10):
@@ -75,7 +139,7 @@ def percentile(values, q, empty=None):
     if not values:
         return empty
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
 
 
 def rss_kib(pid):

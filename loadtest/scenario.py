@@ -20,11 +20,24 @@ import csv
 import datetime
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from harness import ROOT, free_port, get, percentile, series, stop, wait_up
+from harness import (
+    ROOT,
+    NotUp,
+    binary_arg,
+    free_port,
+    get,
+    git_commit,
+    percentile,
+    series,
+    spawn,
+    stop,
+    wait_up,
+)
 
 BEFORE, AFTER, SETTLE = 15, 25, 5  # seconds before the drop, after it, and of those the first (transient)
 CAPACITY = (50, 10)  # upstream.concurrency before and after the drop (50 ms per call: 1000/s, 200/s)
@@ -52,14 +65,14 @@ def run(mode, breaker, binary, workdir):
                "LOAD_SHED__BREAKER__MODE": breaker}
     api = f"http://127.0.0.1:{api_port}"
     # The api first, so the upstream's clock (its degrade timer) starts just before the load.
-    api_proc = subprocess.Popen([binary], env=api_env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=open(workdir / f"{name}-api.log", "wb"))
+    api_proc = spawn([binary], workdir / f"{name}-api.log", env=api_env, cwd=workdir)
     wait_up(f"{api}/healthz", api_proc, "the api")
     up_env = {**base, "LOAD_SHED__ROLE": "upstream", "LOAD_SHED__UPSTREAM__LISTEN": f"127.0.0.1:{up_port}",
               "LOAD_SHED__UPSTREAM__LATENCY_MS": "50", "LOAD_SHED__UPSTREAM__CONCURRENCY": str(CAPACITY[0]),
               "LOAD_SHED__UPSTREAM__DEGRADED_CONCURRENCY": str(CAPACITY[1]),
               "LOAD_SHED__UPSTREAM__DEGRADE_AFTER_SECONDS": str(BEFORE + 1), "LOAD_SHED__SHUTDOWN__GRACE_SECONDS": "0"}
     up_started = time.time()
-    up = subprocess.Popen([binary], env=up_env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=open(workdir / f"{name}-up.log", "wb"))
+    up = spawn([binary], workdir / f"{name}-up.log", env=up_env, cwd=workdir)
     wait_up(f"http://127.0.0.1:{up_port}/healthz", up, "the upstream")
     drop = up_started + BEFORE + 1
     # Load starts one second before the drop minus BEFORE; runs until AFTER seconds past it.
@@ -69,10 +82,10 @@ def run(mode, breaker, binary, workdir):
     heys, files = [], []
     for g in range(GROUPS):
         path = workdir / f"{name}-{g}.csv"
-        out = open(path, "w")
-        files.append((path, out))
-        heys.append(subprocess.Popen(["hey", "-z", f"{total:.1f}s", "-c", str(CLIENTS // GROUPS), "-q", str(RATE),
-                                      "-t", "5", "-o", "csv", f"{api}/client"], stdout=out, stderr=subprocess.DEVNULL))
+        files.append(path)
+        with open(path, "w") as out:
+            heys.append(subprocess.Popen(["hey", "-z", f"{total:.1f}s", "-c", str(CLIENTS // GROUPS), "-q", str(RATE),
+                                          "-t", "5", "-o", "csv", f"{api}/client"], stdout=out, stderr=subprocess.DEVNULL))
         time.sleep(1.0 / RATE / GROUPS)
     samples = []  # (time, high limit, breaker openings so far)
     while time.time() < start + total:
@@ -85,8 +98,7 @@ def run(mode, breaker, binary, workdir):
     stop(up)
     # hey's CSV: response-time and the offset from its start; a request belongs to the phase it ended in.
     rows = []
-    for g, (path, out) in enumerate(files):
-        out.close()
+    for g, path in enumerate(files):
         with open(path) as f:
             for r in csv.DictReader(f):
                 took = float(r["response-time"])
@@ -112,7 +124,7 @@ def run(mode, breaker, binary, workdir):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--binary", default=str(ROOT / "target/release/load-shed-api"))
+    p.add_argument("--binary", type=binary_arg, default=str(ROOT / "target/release/load-shed-api"))
     p.add_argument("--record", action="store_true", help="append to loadtest/RESULTS.md")
     p.add_argument("--runs", default=",".join(f"{m}/{b}" for m, b in RUNS),
                    help="admission/breaker pairs, comma-separated (default: all four)")
@@ -133,11 +145,10 @@ def main():
                       + " ".join(str(n) for n in per_second[5:]))
         print(series[-1], flush=True)
     if args.record:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        commit = git_commit()
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         with open(ROOT / "loadtest/RESULTS.md", "a") as f:
-            f.write(f"## Scenario {stamp} — commit {commit}{'-dirty' if dirty else ''}: static vs adaptive admission, capacity drop\n\n"
+            f.write(f"## Scenario {stamp} — commit {commit}: static vs adaptive admission, capacity drop\n\n"
                     f"Command: `python3 loadtest/scenario.py --record` (release build, {os.cpu_count()} cores, load tool on the same cores). "
                     f"Offered: {CLIENTS} clients x {RATE} req/s from {GROUPS} staggered hey processes; upstream 50 ms per call, "
                     f"concurrency {CAPACITY[0]} dropping to {CAPACITY[1]} (upstream.degrade_after_seconds); default timeout (200 ms), "
@@ -147,4 +158,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except NotUp as e:
+        sys.exit(str(e))

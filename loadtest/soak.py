@@ -32,7 +32,19 @@ import threading
 import time
 from pathlib import Path
 
-from harness import ROOT, default_binary, free_port, get, rss_kib, series
+from harness import (
+    ROOT,
+    Checks,
+    binary_arg,
+    default_binary,
+    free_port,
+    get,
+    git_commit,
+    rss_kib,
+    series,
+    spawn,
+)
+
 PHASES = [
     ("healthy", "ms=5&fail_rate=0"),
     ("slow", "ms=150&fail_rate=0"),
@@ -58,7 +70,7 @@ def aborting_client(api_port, deadline, phase, counts, lock):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--binary", default=str(default_binary()))
+    p.add_argument("--binary", type=binary_arg, default=str(default_binary()))
     p.add_argument("--seconds", type=int, default=180)
     p.add_argument("--record", action="store_true", help="append the figures to loadtest/RESULTS.md")
     args = p.parse_args()
@@ -72,16 +84,9 @@ def main():
     env = {"PATH": os.environ["PATH"], "RUST_LOG": "warn",
            "LOAD_SHED__API__LISTEN": f"127.0.0.1:{api_port}", "LOAD_SHED__UPSTREAM__LISTEN": f"127.0.0.1:{up_port}",
            "LOAD_SHED__BREAKER__OPEN_SECONDS": "2"}
-    proc = subprocess.Popen([args.binary], env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
-    failures, results = [], {}
-    passed = [0]
-
-    def check(ok, failure):
-        if ok:
-            passed[0] += 1
-        else:
-            failures.append(failure)
+    proc = spawn([args.binary], log, env=env)
+    checks, results = Checks(), {}
+    check = checks.check
 
     offered = {"high": 0, "normal": 0, "low": 0}  # well-behaved clients' own counts
     aborted = {"normal": 0, "low": 0}
@@ -123,9 +128,9 @@ def main():
                 t.start()
             for h in heys:
                 out, _ = h.communicate(timeout=seconds + 60)
-                errors = re.findall(r"^Error distribution:(.*)", out, re.M | re.S)
+                errors = re.findall(r"^Error distribution:(.*)", out, re.MULTILINE | re.DOTALL)
                 if errors and errors[0].strip():
-                    failures.append(f"phase {name}: hey reported errors: {errors[0].strip()[:200]}")
+                    checks.fail(f"phase {name}: hey reported errors: {errors[0].strip()[:200]}")
             for t in threads:
                 t.join()
             now = time.time() - start
@@ -143,21 +148,22 @@ def main():
         text = get(f"{api}/metrics")[1]
         inflight = series(text, "admission_inflight")
         results["inflight"] = inflight
-        check(inflight == 0, f"admission_inflight is {inflight}, not 0")
+        check(inflight == 0, f"admission_inflight is 0 at the end (got {inflight})")
         for priority in ("high", "normal", "low"):
             admitted = series(text, "admission_requests_total", priority=priority, decision="admitted")
             shed = series(text, "admission_requests_total", priority=priority, decision="shed")
             released = series(text, "admission_released_total", priority=priority)
             extra = aborted.get(priority, 0)
-            results[priority] = dict(offered=offered[priority], aborting=extra, admitted=admitted, shed=shed, released=released)
+            results[priority] = {"offered": offered[priority], "aborting": extra, "admitted": admitted, "shed": shed,
+                                 "released": released}
             check(offered[priority] <= admitted + shed <= offered[priority] + extra,
                   f"{priority}: admitted + shed = {admitted + shed:.0f}, offered {offered[priority]}"
                   f" (+ up to {extra} from aborting clients)")
-            check(admitted == released, f"{priority}: admitted {admitted:.0f} != released {released:.0f}")
+            check(admitted == released, f"{priority}: admitted {admitted:.0f} = released {released:.0f}")
         results["status"] = {m.group(1): float(m.group(2)) for m in re.finditer(
             r'http_requests_total\{method="GET",path="/client",status="(\d+)"\} (\S+)', text)}
         results["breaker_opens"] = series(text, "circuit_breaker_transitions_total", to="open")
-        results["rss_kib"] = dict(first_phase=rss_first, after_first_minute=rss_after_first, end=rss_last)
+        results["rss_kib"] = {"first_phase": rss_first, "after_first_minute": rss_after_first, "end": rss_last}
         growth = (rss_last - rss_after_first) / rss_after_first
         results["rss_growth"] = growth
         check(abs(growth) <= 0.10,
@@ -169,10 +175,10 @@ def main():
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                failures.append("the binary did not exit within 30 s of SIGTERM")
+                checks.fail("the binary did not exit within 30 s of SIGTERM")
     logtext = log.read_text(errors="replace")
-    check("panicked" not in logtext, "panic in the log")
-    check(proc.returncode == 0, f"exit code {proc.returncode} after SIGTERM")
+    check("panicked" not in logtext, "no panic in the log")
+    check(proc.returncode == 0, f"exit code 0 after SIGTERM (got {proc.returncode})")
 
     r = results
     summary = [f"soak: {args.seconds} s, breaker opened {r.get('breaker_opens', 0):.0f} times, /client statuses "
@@ -188,16 +194,14 @@ def main():
                        f" ({r['rss_growth']:+.1%}); in flight at the end: {r['inflight']:.0f}; exit code {proc.returncode}")
     print("\n".join(summary))
     if args.record:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        commit = git_commit()
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         with open(ROOT / "loadtest/RESULTS.md", "a") as f:
             f.write(f"## Soak {stamp} — commit {commit}\n\nCommand: `python3 loadtest/soak.py --seconds {args.seconds} --record`"
                     f" ({Path(args.binary).name} from {Path(args.binary).parent.name} build; {os.cpu_count()} cores).\n\n```\n"
-                    + "\n".join(summary) + f"\n```\n\nResult: {'passed' if not failures else 'FAILED: ' + '; '.join(failures)}\n\n")
-    if failures:
-        print("soak FAILED:", *failures, sep="\n  ")
-    print(f"soak: {passed[0]} passed, {len(failures)} failed (log {log})")
-    sys.exit(1 if failures else 0)
+                    + "\n".join(summary) + f"\n```\n\nResult: {'FAILED: ' + '; '.join(checks.failures) if checks else 'passed'}\n\n")
+    print(f"log: {log}")
+    checks.finish("soak")
 
 
 if __name__ == "__main__":
