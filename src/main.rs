@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use load_shed_api::settings::Settings;
-use load_shed_api::startup::Application;
+use load_shed_api::startup::{Application, Signal};
 
 const USAGE: &str = "usage: load-shed-api            serve the configured role (LOAD_SHED__ROLE)
        load-shed-api check [URL]  probe a running api: /healthz then /client (default http://127.0.0.1:8080)";
@@ -45,6 +45,9 @@ fn serve() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let system = actix_web::rt::System::new();
     let result = system.block_on(async move {
+        // Listening before the listeners exist: a signal that arrives as soon as the process
+        // says it is up must stop it cleanly, not kill it.
+        let shutdown = shutdown_signal();
         let app = Application::build(&settings)?;
         if let Some(addr) = app.api_addr() {
             println!("listening role=api addr={addr}");
@@ -52,7 +55,7 @@ fn serve() -> ExitCode {
         if let Some(addr) = app.upstream_addr() {
             println!("listening role=upstream addr={addr}");
         }
-        app.run_until_stopped(shutdown_signal()).await
+        app.run_until_stopped(shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,19 +66,28 @@ fn serve() -> ExitCode {
     }
 }
 
-/// Completes on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now; the future completes on the first of them,
+/// saying which.
+fn shutdown_signal() -> impl std::future::Future<Output = Signal> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => Signal::Terminate,
+                _ = int.recv() => Signal::Interrupt,
+            },
+            (term, int) => {
+                let e = term
+                    .err()
+                    .or(int.err())
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                log::warn!("cannot listen for SIGTERM or SIGINT ({e}); using SIGINT only");
+                let _ = tokio::signal::ctrl_c().await;
+                Signal::Interrupt
             }
-        }
-        Err(e) => {
-            log::warn!("cannot listen for SIGTERM ({e}); only SIGINT stops the server");
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

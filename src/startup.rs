@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::KeepAlive;
@@ -21,6 +22,17 @@ use crate::upstream::{self, Simulator};
 // upstream call, rather than finishing work nobody will read. (A client that shuts down its
 // writing side while waiting for the answer is treated as gone.)
 
+/// What asked the process to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM, as an orchestrator or a process manager sends: `/readyz` turns 503 at once and the
+    /// listeners keep serving for `shutdown.drain_delay_seconds`, so a load balancer sees the
+    /// process unready before it stops accepting; then the drain.
+    Terminate,
+    /// SIGINT (Ctrl-C): someone at a terminal; the drain starts at once.
+    Interrupt,
+}
+
 /// A bound, not yet running server.
 struct Bound {
     addr: SocketAddr,
@@ -32,6 +44,8 @@ pub struct Application {
     api: Option<Bound>,
     upstream: Option<Bound>,
     readiness: Readiness,
+    /// How long the listeners keep serving, unready, after SIGTERM.
+    drain_delay: Duration,
 }
 
 /// What every server of the process shares, whatever its role.
@@ -108,6 +122,7 @@ impl Application {
             api,
             upstream,
             readiness: shared.readiness,
+            drain_delay: settings.shutdown.drain_delay,
         })
     }
 
@@ -119,14 +134,23 @@ impl Application {
         self.upstream.as_ref().map(|b| b.addr)
     }
 
-    /// Serves until `shutdown` completes, then drains: readiness off, the api stops accepting and
-    /// finishes in-flight requests within the grace time, then the upstream does the same.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+    /// Serves until `shutdown` completes, then drains: readiness off (and, on
+    /// [`Signal::Terminate`], the drain delay while the listeners still serve), then the api stops
+    /// accepting and finishes in-flight requests within the grace time, then the upstream does the
+    /// same.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = Signal>) -> io::Result<()> {
         let api = self.api.map(start);
         let upstream = self.upstream.map(start);
-        shutdown.await;
-        log::info!("shutdown requested: draining");
+        let signal = shutdown.await;
         self.readiness.start_draining();
+        if signal == Signal::Terminate && !self.drain_delay.is_zero() {
+            log::info!(
+                "shutdown requested: unready, still serving for {:?} (shutdown.drain_delay_seconds)",
+                self.drain_delay
+            );
+            actix_web::rt::time::sleep(self.drain_delay).await;
+        }
+        log::info!("draining");
         for (handle, task) in [api, upstream].into_iter().flatten() {
             handle.stop(true).await;
             match task.await {

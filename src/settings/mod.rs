@@ -155,6 +155,7 @@ mod tests {
         assert_eq!(s.admission.backlog.size, 0);
         assert_eq!(s.overrides, OverridePolicy::Allowed);
         assert_eq!(s.shutdown.grace, Duration::from_secs(20));
+        assert_eq!(s.shutdown.drain_delay, Duration::from_secs(2));
     }
 
     #[test]
@@ -202,6 +203,7 @@ mod tests {
             ("LOAD_SHED__UPSTREAM__DEGRADE_AFTER_SECONDS", "60"),
             ("LOAD_SHED__UPSTREAM__DEGRADED_CONCURRENCY", "2"),
             ("LOAD_SHED__SHUTDOWN__GRACE_SECONDS", "0"),
+            ("LOAD_SHED__SHUTDOWN__DRAIN_DELAY_SECONDS", "7"),
             ("LOAD_SHED__SERVER__CLIENT_REQUEST_TIMEOUT_MS", "1500"),
             ("LOAD_SHED__SERVER__KEEP_ALIVE_SECONDS", "0"),
             ("LOAD_SHED__SERVER__MAX_CONNECTIONS", "100"),
@@ -243,6 +245,7 @@ mod tests {
             })
         );
         assert_eq!(s.shutdown.grace, Duration::ZERO);
+        assert_eq!(s.shutdown.drain_delay, Duration::from_secs(7));
         let AdmissionMode::Adaptive { limiter, fractions } = s.admission.mode else {
             panic!("adaptive mode expected, got {:?}", s.admission.mode);
         };
@@ -400,6 +403,11 @@ mod tests {
                 "LOAD_SHED__UPSTREAM__HANG_RATE",
                 "-0.5",
                 "upstream.hang_rate",
+            ),
+            (
+                "LOAD_SHED__SHUTDOWN__DRAIN_DELAY_SECONDS",
+                "301",
+                "shutdown.drain_delay_seconds",
             ),
             (
                 "LOAD_SHED__UPSTREAM__ALLOW_REQUEST_OVERRIDES",

@@ -104,6 +104,44 @@ fn sigint_drains_in_flight_requests_and_exits_0() {
 }
 
 #[test]
+fn after_sigterm_readyz_is_503_while_the_listener_serves_for_the_drain_delay() {
+    let mut app = start_binary(&[
+        ("LOAD_SHED__SHUTDOWN__DRAIN_DELAY_SECONDS", "2"),
+        ("LOAD_SHED__SHUTDOWN__GRACE_SECONDS", "1"),
+    ]);
+    let api = app.api.unwrap();
+    assert_eq!(raw_request(api, "GET", "/readyz").unwrap().0, 200);
+    let signalled = Instant::now();
+    app.signal("TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    // Unready at once, but new connections are still accepted and served.
+    assert_eq!(raw_request(api, "GET", "/readyz").unwrap().0, 503);
+    assert_eq!(raw_request(api, "GET", "/client?ms=1").unwrap().0, 200);
+    std::thread::sleep(Duration::from_millis(1300));
+    assert!(signalled.elapsed() < Duration::from_millis(1900));
+    assert_eq!(raw_request(api, "GET", "/client?ms=1").unwrap().0, 200);
+    // Then the drain: the listener closes and the process exits 0.
+    let exit = app.wait_exit(Duration::from_secs(5));
+    assert_eq!(exit.code(), Some(0));
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(2),
+        "stopped after {:?}, before the drain delay was over",
+        signalled.elapsed()
+    );
+    assert!(raw_request(api, "GET", "/healthz").is_err());
+}
+
+#[test]
+fn sigint_skips_the_drain_delay() {
+    let mut app = start_binary(&[("LOAD_SHED__SHUTDOWN__DRAIN_DELAY_SECONDS", "5")]);
+    let signalled = Instant::now();
+    app.signal("INT");
+    let exit = app.wait_exit(Duration::from_secs(4));
+    assert_eq!(exit.code(), Some(0));
+    assert!(signalled.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
 fn requests_still_running_after_the_grace_time_are_cut_off_and_the_exit_is_0() {
     let mut app = start_binary(&[("LOAD_SHED__SHUTDOWN__GRACE_SECONDS", "1")]);
     let api = app.api.unwrap();

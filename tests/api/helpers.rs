@@ -236,6 +236,8 @@ pub fn start_binary(env: &[(&str, &str)]) -> Binary {
         .env("LOAD_SHED__UPSTREAM__LISTEN", "127.0.0.1:0")
         .env("LOAD_SHED__API__WORKERS", "1")
         .env("LOAD_SHED__UPSTREAM__WORKERS", "1")
+        // Tests that time the drain start it at once; the delay has tests of its own.
+        .env("LOAD_SHED__SHUTDOWN__DRAIN_DELAY_SECONDS", "0")
         .env("RUST_LOG", "warn");
     for (k, v) in env {
         cmd.env(k, v);

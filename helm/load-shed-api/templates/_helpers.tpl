@@ -96,7 +96,8 @@ LOAD_SHED__UPSTREAM__LISTEN: {{ printf "0.0.0.0:%d" (int .Values.upstream.contai
 RUST_LOG: {{ .Values.logLevel | quote }}
 {{- end }}
 
-{{/* Longer than preStop + drain grace, so Kubernetes never kills a pod that is still draining. */}}
+{{/* Longer than preStop + drain delay + drain grace, so Kubernetes never kills a pod that is still draining. */}}
 {{- define "load-shed-api.terminationGracePeriodSeconds" -}}
-{{- add (int .Values.lifecycle.preStopSleepSeconds) (int .Values.config.shutdown.graceSeconds) (int .Values.lifecycle.extraTerminationSeconds) }}
+{{- $s := .Values.config.shutdown }}
+{{- add (int .Values.lifecycle.preStopSleepSeconds) (int $s.drainDelaySeconds) (int $s.graceSeconds) (int .Values.lifecycle.extraTerminationSeconds) }}
 {{- end }}
