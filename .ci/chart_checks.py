@@ -6,6 +6,9 @@
   1.30, the chart's minimum, and 1.35), ServiceMonitor and PrometheusRule with the
   prometheus-operator JSON schemas (.ci/validate-crds.mjs);
 - the rules of the rendered PrometheusRule pass `promtool check rules`;
+- every rendered object carries the chart's standard labels (name, instance, chart, managed-by);
+- every `helm install`/`upgrade` command the docs and the rendered NOTES.txt print passes the chart's
+  schema with its `--set`, `--set-json`, `--set-string` and `-f` arguments;
 - the binary starts with exactly the environment the chart renders for each container (listen
   addresses and the upstream Service's host swapped for loopback), and what it serves proves the
   values reached its configuration: admission limits on /metrics equal the rendered values, and
@@ -17,6 +20,8 @@ Usage: python3 .ci/chart_checks.py --binary target/debug/load-shed-api --crd-val
 import argparse
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -47,6 +52,55 @@ def metric(text, name, labels):
         if line.startswith(series + " "):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+STANDARD_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by",
+                   "helm.sh/chart")
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), CHART / "README.md", ROOT / "terraform/README.md"]
+VALUE_OPTIONS = ("--set", "--set-json", "--set-string", "-f", "--values")
+
+
+def helm_commands(text):
+    """Every `helm install`/`helm upgrade` command in `text`, continuation lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return [m.group(0) for m in re.finditer(r"helm (?:install|upgrade)[^\n`]*", joined)]
+
+
+def value_arguments(command):
+    """The value-setting options of one command, ready for `helm template`."""
+    words = shlex.split(command.replace("<chart>", "CHART"))
+    out = []
+    for i, word in enumerate(words):
+        name, eq, value = word.partition("=")
+        if name in VALUE_OPTIONS:
+            arg = value if eq else (words[i + 1] if i + 1 < len(words) else "")
+            if name in ("-f", "--values"):
+                arg = str(ROOT / arg)
+            out += [name, arg]
+    return out
+
+
+def documented_commands_check(workdir):
+    notes = run(["helm", "install", "demo", str(CHART), "--namespace", "demo", "--dry-run=client"])
+    sources = [(p.relative_to(ROOT), p.read_text()) for p in DOCS if p.exists()]
+    sources.append(("NOTES.txt as rendered", notes.stdout.split("NOTES:", 1)[-1]))
+    for name, text in sources:
+        for command in helm_commands(text):
+            args = value_arguments(command)
+            if not args:
+                continue
+            r = run(["helm", "template", "demo", str(CHART), *args])
+            check(r.returncode == 0, f"{name}: `{' '.join(command.split())}` passes the chart's schema"
+                  + ("" if r.returncode == 0 else f"\n{r.stderr.strip()}"))
+
+
+def labels_check(name, docs):
+    missing = [f"{d['kind']}/{d['metadata']['name']} lacks {label}"
+               for d in docs for label in STANDARD_LABELS if label not in d["metadata"].get("labels", {})]
+    wrong = [f"{d['kind']}/{d['metadata']['name']}" for d in docs
+             if d["metadata"].get("labels", {}).get("app.kubernetes.io/instance", "demo") != "demo"]
+    check(not missing and not wrong, f"{name}: all {len(docs)} objects carry the standard labels"
+          + (f" ({'; '.join(missing + wrong)})" if missing or wrong else ""))
 
 
 def container_env(deployment, configmaps):
@@ -193,10 +247,13 @@ def main():
             relabel = monitor["spec"]["endpoints"][0]["relabelings"][0]
             check(relabel["targetLabel"] == "job" and relabel["replacement"].startswith("load-shed-api"),
                   f"{name}: {monitor['metadata']['name']} sets job={relabel['replacement']}")
+        labels_check(name, docs)
         kinds = sorted(d["kind"] for d in docs)
         print(f"  rendered: {', '.join(kinds)}")
         startup_check(name, docs, args.binary, workdir)
 
+    print("documented helm commands", flush=True)
+    documented_commands_check(workdir)
     checks.finish("chart checks")
 
 

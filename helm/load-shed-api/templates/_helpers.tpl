@@ -27,9 +27,11 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Labels on every object. */}}
+{{/* Labels on every object: `kubectl get all,cm,sa,prometheusrule -l app.kubernetes.io/instance=<release>` finds them all. */}}
 {{- define "load-shed-api.labels" -}}
 helm.sh/chart: {{ include "load-shed-api.chart" . }}
+app.kubernetes.io/name: {{ include "load-shed-api.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: load-shed-api
