@@ -114,6 +114,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--binary", type=binary_arg, default=str(default_binary()))
     p.add_argument("--replicas", type=int, default=3)
+    p.add_argument("--drain-delay", type=int, default=None,
+                   help="shutdown.drain_delay_seconds of the api replicas (default: the binary's own)")
     p.add_argument("--record", action="store_true", help="append the figures to loadtest/RESULTS.md")
     args = p.parse_args()
     for tool in ("haproxy", "hey"):
@@ -132,7 +134,10 @@ def main():
         apis.append(Replica(f"api{i + 1}", args.binary,
                             {**base, "LOAD_SHED__ROLE": "api", "LOAD_SHED__API__LISTEN": f"127.0.0.1:{port}",
                              "LOAD_SHED__API__UPSTREAM_URL": f"http://127.0.0.1:{up_port}",
-                             "LOAD_SHED__API__WORKERS": "1"}, port, workdir))
+                             "LOAD_SHED__API__WORKERS": "1",
+                             **({} if args.drain_delay is None
+                                else {"LOAD_SHED__SHUTDOWN__DRAIN_DELAY_SECONDS": str(args.drain_delay)})},
+                            port, workdir))
     lb_port = free_port()
     (workdir / "haproxy.cfg").write_text(haproxy_config(lb_port, [(a.name, a.port) for a in apis]))
     checks = Checks()
@@ -214,9 +219,11 @@ def main():
     if args.record:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         with open(ROOT / "loadtest/RESULTS.md", "a") as f:
-            f.write(f"## Rolling restart {stamp} — commit {git_commit()}\n\nCommand: `python3 loadtest/rolling_restart.py --record` "
+            flag = "" if args.drain_delay is None else f" --drain-delay {args.drain_delay}"
+            f.write(f"## Rolling restart {stamp} — commit {git_commit()}\n\nCommand: `python3 loadtest/rolling_restart.py{flag} --record` "
                     f"({args.binary.parent.name} build, {os.cpu_count()} cores; HAProxy {haproxy_version()}, `retries 0`, "
-                    f"`inter 100ms fall 1 rise 2`; hey -c {CLIENTS} {PATH}; default drain delay).\n\n```\n"
+                    f"`inter 100ms fall 1 rise 2`; hey -c {CLIENTS} {PATH}; drain delay "
+                    f"{'the default' if args.drain_delay is None else f'{args.drain_delay} s'}).\n\n```\n"
                     + "\n".join(summary) + f"\n```\n\nResult: {'FAILED: ' + '; '.join(checks.failures) if checks else 'passed'}\n\n")
     print(f"logs in {workdir}")
     checks.finish("rolling restart")

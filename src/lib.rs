@@ -10,6 +10,7 @@
 //! - `api`: the api role's routes (`/client`, `/work`), validation, outcome mapping, its metrics.
 //! - `admission`: priority load shedding: pure limiters, `AdmissionActor`, `Permit`.
 //! - `breaker`: the circuit breaker: pure state machine, published gate, `BreakerActor`.
+//! - `retry`: retries with a budget, backoff with jitter, hedging (off by default).
 //! - `upstream`: the simulated dependency (`/upstream`): parameters, faults, capacity.
 //! - `wire`: what the api and the dependency agree on over HTTP (headers, overrides, 400s).
 //! - `bounds`: what "a probability" means, for configuration and requests alike.
@@ -32,6 +33,7 @@ mod bounds;
 mod breaker;
 pub mod check;
 mod metrics;
+mod retry;
 mod routes;
 pub mod settings;
 pub mod startup;

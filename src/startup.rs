@@ -98,6 +98,7 @@ impl Application {
                 overrides: settings.overrides,
                 breaker: settings.breaker,
                 admission: &settings.admission,
+                retry: settings.retry,
             };
             let state =
                 web::Data::new(ApiState::start(config, &shared.metrics).map_err(io::Error::other)?);

@@ -1,13 +1,13 @@
 //! `GET /client`: validate → admit → breaker → upstream call with timeout, in that order.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::outcome::Outcome;
 use super::params::ClientParams;
-use super::upstream_call::{self, UpstreamError, UpstreamRequest};
-use super::{ApiState, CLIENT};
+use super::upstream_call::UpstreamError;
+use super::{attempts, ApiState, CLIENT};
 use crate::breaker::Verdict;
 use crate::metrics::ClientClosedGuard;
 
@@ -43,7 +43,7 @@ async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome
         if let Err(shed) = state.admit_without_slot(CLIENT, params.priority) {
             return shed;
         }
-        return breaker_open(state, retry_after);
+        return super::breaker_open(state, retry_after);
     }
     let asked = Instant::now();
     let permit = match state.admit(CLIENT, params.priority).await {
@@ -57,53 +57,35 @@ async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome
     {
         return Outcome::DeadlineTooShort;
     }
-    let pass = match state.breaker.allow().await {
-        Ok(pass) => pass,
-        Err(rejected) => return breaker_open(state, rejected.retry_after),
-    };
-
-    let started = Instant::now();
-    let result = upstream_call::call(
-        http,
-        &UpstreamRequest {
-            base_url: &state.upstream_url,
-            overrides: params.overrides,
-            timeout: params.timeout,
-            max_body_bytes: state.max_upstream_body_bytes,
-        },
-    )
-    .await;
-    let elapsed = started.elapsed();
-    let judged = judge(result, &params);
-    pass.finish(judged.verdict, elapsed);
-    if let Some(timed_out) = judged.latency_sample {
-        state.admission.sample(started, elapsed, timed_out);
-    }
-    state.record_upstream(&judged.outcome, Some(elapsed));
+    let outcome = attempts::call(state, http, &params).await;
     drop(permit);
-    judged.outcome
+    outcome
 }
 
 /// What one upstream call's result means to each party that learns of it.
-struct Judged {
+pub(super) struct Judged {
     /// For the breaker.
-    verdict: Verdict,
+    pub verdict: Verdict,
     /// For the adaptive limiter: `Some(timed_out)` when the call says something about the
     /// dependency's latency, `None` when it says nothing.
-    latency_sample: Option<bool>,
+    pub latency_sample: Option<bool>,
     /// For the caller and the metrics.
-    outcome: Outcome,
+    pub outcome: Outcome,
 }
 
 /// The one rule for reading a result. A timeout counts against the dependency only when the
-/// timeout in force was the full default: a caller's own shorter deadline must neither open the
+/// timeout in force was the full one (`full_timeout`): a caller's own shorter deadline must neither open the
 /// breaker for everyone else nor teach the limiter a latency. A refused or broken connection is
 /// a failure to the breaker but says nothing about how loaded the dependency is.
-fn judge(result: Result<Option<u64>, UpstreamError>, params: &ClientParams) -> Judged {
+pub(super) fn judge(
+    result: Result<Option<u64>, UpstreamError>,
+    params: &ClientParams,
+    full_timeout: bool,
+) -> Judged {
     let (verdict, latency_sample) = match &result {
         Ok(_) => (Verdict::Success, Some(false)),
         Err(UpstreamError::Status(_)) => (Verdict::Failure, Some(false)),
-        Err(UpstreamError::Timeout) if params.full_timeout => (Verdict::Failure, Some(true)),
+        Err(UpstreamError::Timeout) if full_timeout => (Verdict::Failure, Some(true)),
         Err(UpstreamError::Timeout) => (Verdict::Neutral, None),
         Err(UpstreamError::Transport(why)) => {
             log::debug!("upstream transport failure: {why}");
@@ -124,18 +106,13 @@ fn judge(result: Result<Option<u64>, UpstreamError>, params: &ClientParams) -> J
     }
 }
 
-fn breaker_open(state: &ApiState, retry_after: Duration) -> Outcome {
-    let outcome = Outcome::BreakerOpen { retry_after };
-    state.record_upstream(&outcome, None);
-    outcome
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::api::params::ClientDefaults;
     use actix_web::http::header::HeaderMap;
+    use std::time::Duration;
 
     fn params(query: &str) -> ClientParams {
         let defaults = ClientDefaults {
@@ -183,7 +160,7 @@ mod tests {
         ];
         for (result, p, verdict, sample, status) in cases {
             let what = format!("{result:?}, full timeout {}", p.full_timeout);
-            let judged = judge(result, p);
+            let judged = judge(result, p, p.full_timeout);
             assert_eq!(judged.verdict, verdict, "{what}");
             assert_eq!(judged.latency_sample, sample, "{what}");
             assert_eq!(judged.outcome.status().as_u16(), status, "{what}");

@@ -4,8 +4,10 @@
 //! - [`outcome`]: the one mapping from how a request ended to status, headers, body and label.
 //! - [`upstream_call`]: the awc call with its deadline and body cap.
 //! - [`client`], [`work`]: the two handlers.
+//! - [`attempts`]: a request's calls to the dependency: one, or retries and a hedge (`retry.*`).
 //! - [`metrics`]: `upstream_requests_total` and `upstream_request_duration_seconds`.
 
+mod attempts;
 mod client;
 mod metrics;
 mod outcome;
@@ -23,6 +25,7 @@ pub(crate) use upstream_call::client as upstream_client;
 use crate::admission::{AdmissionConfig, AdmissionHandle, Permit, Priority};
 use crate::breaker::{BreakerConfig, BreakerHandle};
 use crate::metrics::Metrics;
+use crate::retry::{Retries, RetryConfig, RetryMetrics};
 use crate::routes;
 use crate::wire::OverridePolicy;
 use metrics::UpstreamMetrics;
@@ -41,6 +44,7 @@ pub(crate) struct ApiConfig<'a> {
     pub overrides: OverridePolicy,
     pub breaker: BreakerConfig,
     pub admission: &'a AdmissionConfig,
+    pub retry: RetryConfig,
 }
 
 /// Everything the api's handlers share across workers (the awc client is per worker).
@@ -54,6 +58,8 @@ pub(crate) struct ApiState {
     max_upstream_body_bytes: usize,
     /// Whether callers may pass `ms` and `fail_rate` on to the dependency.
     overrides: OverridePolicy,
+    /// Retries and hedging (off by default), and the attempt metrics.
+    retries: Retries,
 }
 
 impl ApiState {
@@ -71,6 +77,7 @@ impl ApiState {
             defaults: config.defaults,
             max_upstream_body_bytes: config.max_upstream_body_bytes,
             overrides: config.overrides,
+            retries: Retries::new(config.retry, RetryMetrics::register(metrics)?),
         })
     }
 
@@ -95,6 +102,13 @@ impl ApiState {
             self.upstream_metrics.record(result, elapsed);
         }
     }
+}
+
+/// A `/client` refused by the breaker: counted as `breaker_open`.
+fn breaker_open(state: &ApiState, retry_after: Duration) -> Outcome {
+    let outcome = Outcome::BreakerOpen { retry_after };
+    state.record_upstream(&outcome, None);
+    outcome
 }
 
 /// The api's routes; wrong methods get a JSON 405.

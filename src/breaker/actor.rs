@@ -186,6 +186,18 @@ impl BreakerHandle {
         }
     }
 
+    /// Lets a call through or refuses it by asking the actor whatever the gate says. The actor
+    /// takes messages in order, so verdicts this task sent before (with `do_send`) are counted
+    /// first: a retry right after a failure sees the breaker that failure may have opened.
+    pub(crate) async fn allow_after_verdicts(&self) -> Result<Pass, Rejected> {
+        match self.addr.send(Allow).await {
+            Ok(decision) => decision,
+            Err(_) => Err(Rejected {
+                retry_after: Duration::from_secs(1),
+            }),
+        }
+    }
+
     /// Lets a call through or refuses it. Closed and Open are decided from the gate; HalfOpen asks
     /// the actor.
     pub(crate) async fn allow(&self) -> Result<Pass, Rejected> {

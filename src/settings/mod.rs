@@ -5,12 +5,13 @@
 //! - [`loader`]: the layered sources and the check for unknown variables.
 //! - [`rules`]: [`ConfigError`] and the range, probability and choice rules.
 //! - one file per section: [`api`], [`upstream`], [`timeouts`], [`breaker`], [`admission`],
-//!   [`server`], [`shutdown`].
+//!   [`retry`], [`server`], [`shutdown`].
 
 mod admission;
 mod api;
 mod breaker;
 mod loader;
+mod retry;
 mod rules;
 mod server;
 mod shutdown;
@@ -30,6 +31,7 @@ pub(crate) use upstream::UpstreamSettings;
 
 use crate::admission::AdmissionConfig;
 use crate::breaker::BreakerConfig;
+use crate::retry::RetryConfig;
 use crate::wire::OverridePolicy;
 
 /// What one process serves.
@@ -61,6 +63,7 @@ pub struct Settings {
     pub(crate) timeouts: Timeouts,
     pub(crate) breaker: BreakerConfig,
     pub(crate) admission: AdmissionConfig,
+    pub(crate) retry: RetryConfig,
     pub(crate) server: ServerSettings,
     pub(crate) shutdown: ShutdownSettings,
 }
@@ -75,6 +78,7 @@ struct RawSettings {
     timeouts: timeouts::RawTimeouts,
     breaker: breaker::RawBreaker,
     admission: admission::RawAdmission,
+    retry: retry::RawRetry,
     server: server::RawServer,
     shutdown: shutdown::RawShutdown,
 }
@@ -108,6 +112,7 @@ impl TryFrom<RawSettings> for Settings {
             timeouts: raw.timeouts.try_into()?,
             breaker: raw.breaker.try_into()?,
             admission: raw.admission.try_into()?,
+            retry: raw.retry.try_into()?,
             shutdown: raw.shutdown.try_into()?,
             server: raw.server.try_into()?,
         })
@@ -156,6 +161,9 @@ mod tests {
         assert_eq!(s.overrides, OverridePolicy::Allowed);
         assert_eq!(s.shutdown.grace, Duration::from_secs(20));
         assert_eq!(s.shutdown.drain_delay, Duration::from_secs(2));
+        assert!(!s.retry.enabled(), "retries are off by default");
+        assert_eq!(s.retry.max_attempts, 1);
+        assert_eq!(s.retry.hedge_after, None);
     }
 
     #[test]
@@ -204,6 +212,15 @@ mod tests {
             ("LOAD_SHED__UPSTREAM__DEGRADED_CONCURRENCY", "2"),
             ("LOAD_SHED__SHUTDOWN__GRACE_SECONDS", "0"),
             ("LOAD_SHED__SHUTDOWN__DRAIN_DELAY_SECONDS", "7"),
+            ("LOAD_SHED__RETRY__MAX_ATTEMPTS", "3"),
+            ("LOAD_SHED__RETRY__BUDGET_RATIO", "0.5"),
+            ("LOAD_SHED__RETRY__MIN_PER_SECOND", "4"),
+            ("LOAD_SHED__RETRY__BUDGET_TTL_SECONDS", "20"),
+            ("LOAD_SHED__RETRY__BACKOFF_BASE_MS", "10"),
+            ("LOAD_SHED__RETRY__BACKOFF_MAX_MS", "90"),
+            ("LOAD_SHED__RETRY__ON", "timeout, 5xx"),
+            ("LOAD_SHED__RETRY__PER_TRY_TIMEOUT_MS", "70"),
+            ("LOAD_SHED__RETRY__HEDGE_AFTER_MS", "40"),
             ("LOAD_SHED__SERVER__CLIENT_REQUEST_TIMEOUT_MS", "1500"),
             ("LOAD_SHED__SERVER__KEEP_ALIVE_SECONDS", "0"),
             ("LOAD_SHED__SERVER__MAX_CONNECTIONS", "100"),
@@ -246,6 +263,22 @@ mod tests {
         );
         assert_eq!(s.shutdown.grace, Duration::ZERO);
         assert_eq!(s.shutdown.drain_delay, Duration::from_secs(7));
+        let r = s.retry;
+        assert_eq!(r.max_attempts, 3);
+        assert_eq!(
+            (r.budget.ratio, r.budget.min_per_second, r.budget.ttl),
+            (0.5, 4, Duration::from_secs(20))
+        );
+        assert_eq!(
+            (r.backoff_base, r.backoff_max),
+            (Duration::from_millis(10), Duration::from_millis(90))
+        );
+        assert_eq!(
+            (r.on.transport, r.on.status_5xx, r.on.timeout),
+            (false, true, true)
+        );
+        assert_eq!(r.per_try_timeout, Some(Duration::from_millis(70)));
+        assert_eq!(r.hedge_after, Some(Duration::from_millis(40)));
         let AdmissionMode::Adaptive { limiter, fractions } = s.admission.mode else {
             panic!("adaptive mode expected, got {:?}", s.admission.mode);
         };
@@ -403,6 +436,18 @@ mod tests {
                 "LOAD_SHED__UPSTREAM__HANG_RATE",
                 "-0.5",
                 "upstream.hang_rate",
+            ),
+            ("LOAD_SHED__RETRY__MAX_ATTEMPTS", "0", "retry.max_attempts"),
+            ("LOAD_SHED__RETRY__ON", "5xx,4xx", "retry.on"),
+            (
+                "LOAD_SHED__RETRY__BUDGET_RATIO",
+                "NaN",
+                "retry.budget_ratio",
+            ),
+            (
+                "LOAD_SHED__RETRY__BACKOFF_MAX_MS",
+                "10",
+                "retry.backoff_max_ms",
             ),
             (
                 "LOAD_SHED__SHUTDOWN__DRAIN_DELAY_SECONDS",

@@ -8,5 +8,6 @@ mod clients;
 mod faults;
 mod helpers;
 mod metrics;
+mod retries;
 mod upstream;
 mod work;

@@ -85,7 +85,7 @@ needs no line here. Call with (dict "ctx" $ "sections" (list "api" "timeouts")).
 LOAD_SHED__ROLE: "api"
 LOAD_SHED__API__LISTEN: {{ printf "0.0.0.0:%d" (int .Values.api.containerPort) | quote }}
 LOAD_SHED__API__UPSTREAM_URL: {{ .Values.api.upstreamUrl | default (printf "http://%s:%d" (include "load-shed-api.upstreamFullname" .) (int .Values.upstream.service.port)) | quote }}
-{{- include "load-shed-api.configEnv" (dict "ctx" . "sections" (list "api" "timeouts" "breaker" "admission" "server" "shutdown")) }}
+{{- include "load-shed-api.configEnv" (dict "ctx" . "sections" (list "api" "timeouts" "breaker" "admission" "retry" "server" "shutdown")) }}
 LOAD_SHED__UPSTREAM__ALLOW_REQUEST_OVERRIDES: {{ include "load-shed-api.envValue" .Values.config.upstream.allowRequestOverrides }}
 RUST_LOG: {{ .Values.logLevel | quote }}
 {{- end }}
