@@ -26,6 +26,9 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loadtest"))
+from harness import Checks  # shared with the load scripts
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS = ROOT / "config/default.toml"
 VALUES = ROOT / "helm/load-shed-api/values.yaml"
@@ -120,31 +123,33 @@ def fits(schema_type, value):
 
 
 def main():
-    problems = []
+    checks = Checks()
     defaults = {k: v for k, v in flat(tomllib.loads(DEFAULTS.read_text())).items() if k not in CHART_DERIVED}
     values = yaml.safe_load(VALUES.read_text())["config"]
     schema = json.loads(SCHEMA.read_text())["properties"]["config"]["properties"]
+    print(f"configuration keys: {len(defaults)} in config/default.toml ({len(CHART_DERIVED)} set by the chart itself)")
 
     chart_keys = {f"{section}.{key}" for section, keys in values.items() for key in keys}
     expected = {f"{k.split('.')[0]}.{camel(k.split('.')[1])}": k for k in defaults}
     for chart_key, key in sorted(expected.items()):
         section, name = chart_key.split(".")
+        problems = []
         if chart_key not in chart_keys:
-            problems.append(f"values.yaml: config.{chart_key} is missing ({key} in config/default.toml)")
+            problems.append("missing from values.yaml")
         elif not same(values[section][name], defaults[key]):
-            problems.append(f"values.yaml: config.{chart_key} defaults to {values[section][name]!r}, "
-                            f"config/default.toml's {key} to {defaults[key]!r}")
+            problems.append(f"values.yaml defaults to {values[section][name]!r}, config/default.toml to {defaults[key]!r}")
         prop = schema.get(section, {}).get("properties", {}).get(name)
         if prop is None:
-            problems.append(f"values.schema.json: config.{chart_key} is missing")
+            problems.append("missing from values.schema.json")
         elif "type" in prop and not fits(prop["type"], defaults[key]):
-            problems.append(f"values.schema.json: config.{chart_key} has type {prop['type']}, "
-                            f"but its default is {defaults[key]!r}")
+            problems.append(f"values.schema.json has type {prop['type']}, but the default is {defaults[key]!r}")
+        checks.check(not problems, f"{key} = config.{chart_key} in values.yaml and values.schema.json"
+                     + (f": {'; '.join(problems)}" if problems else ""))
     for chart_key in sorted(chart_keys - set(expected)):
-        problems.append(f"values.yaml: config.{chart_key} is no key of config/default.toml")
+        checks.fail(f"values.yaml: config.{chart_key} is no key of config/default.toml")
     schema_keys = {f"{s}.{k}" for s, body in schema.items() for k in body.get("properties", {})}
     for chart_key in sorted(schema_keys - set(expected)):
-        problems.append(f"values.schema.json: config.{chart_key} is no key of config/default.toml")
+        checks.fail(f"values.schema.json: config.{chart_key} is no key of config/default.toml")
 
     generated = table()
     docs = DOCS.read_text()
@@ -152,16 +157,11 @@ def main():
     if "--write" in sys.argv[1:]:
         DOCS.write_text(docs.replace(current.group(0), generated) if current else docs + "\n" + generated + "\n")
         print(f"wrote {DOCS.relative_to(ROOT)}")
-    elif current is None or current.group(0) != generated:
-        problems.append("docs/configuration.md: the table is not what config/default.toml generates "
-                        "(run python3 .ci/config_keys.py --write)")
-
-    checked = len(defaults)
-    print(f"configuration keys: {checked} in config/default.toml ({len(CHART_DERIVED)} set by the chart itself)")
-    for p in problems:
-        print("  FAIL  " + p)
-    print(f"{checked - len(problems) if problems else checked} passed, {len(problems)} failed")
-    sys.exit(1 if problems else 0)
+    else:
+        checks.check(current is not None and current.group(0) == generated,
+                     "docs/configuration.md's table is what config/default.toml generates"
+                     " (else: python3 .ci/config_keys.py --write)")
+    checks.finish("configuration keys")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loadtest"))
+from harness import Checks  # shared with the load scripts
+
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "grafana/alerts/load-shed-api.rules.yaml"
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
@@ -30,23 +33,24 @@ def anchors(path):
 
 
 def main():
-    problems, checked = [], 0
+    checks = Checks()
 
     def resolve(source, target):
-        nonlocal checked
-        checked += 1
         path, _, fragment = target.partition("#")
         file = (source.parent / path).resolve() if path else source
+        what = f"{source.relative_to(ROOT)}: {target}"
         if not file.exists():
-            problems.append(f"{source.relative_to(ROOT)}: {target}: no such file")
+            checks.fail(f"{what}: no such file")
         elif fragment and file.suffix == ".md" and fragment not in anchors(file):
-            problems.append(f"{source.relative_to(ROOT)}: {target}: no heading #{fragment}")
+            checks.fail(f"{what}: no heading #{fragment}")
+        else:
+            checks.check(True, what)
 
     for group in yaml.safe_load(RULES.read_text())["groups"]:
         for rule in group["rules"]:
             runbook = rule.get("annotations", {}).get("runbook")
             if runbook is None:
-                problems.append(f"{RULES.relative_to(ROOT)}: {rule['alert']} has no runbook annotation")
+                checks.fail(f"{RULES.relative_to(ROOT)}: {rule['alert']} has no runbook annotation")
                 continue
             # Runbook links are relative to the repository root.
             resolve(ROOT / "README.md", runbook)
@@ -59,10 +63,7 @@ def main():
             if not re.match(r"^[a-z]+:", target):
                 resolve(source, target)
 
-    for p in problems:
-        print("  FAIL  " + p)
-    print(f"links: {checked - len(problems)} passed, {len(problems)} failed")
-    sys.exit(1 if problems else 0)
+    checks.finish("links")
 
 
 if __name__ == "__main__":
