@@ -208,7 +208,8 @@ async fn the_adaptive_limit_stays_near_a_small_dependencys_capacity() {
 #[actix_web::test]
 async fn the_adaptive_limit_grows_while_the_dependency_keeps_up() {
     // 100 calls at once: 40 clients never make it queue, so the limit climbs past their number.
-    let (text, highest) = adaptive_run("100", 3).await;
+    // (5 s of load: the climb takes ~1.5 s alone, longer when the parallel suite holds the cores.)
+    let (text, highest) = adaptive_run("100", 5).await;
     assert!(highest >= 40.0, "grew from 5 to {highest}");
     assert!(latency(&text, "short") < latency(&text, "long") * 1.5);
 }
