@@ -46,6 +46,7 @@ from harness import (
     get,
     git_commit,
     percentile,
+    require_tools,
     rss_kib,
     spawn,
     stop,
@@ -398,9 +399,7 @@ def main():
     p.add_argument("--binary", type=binary_arg, default=str(BINARY), help="default: the release build")
     args = p.parse_args()
     BINARY = args.binary
-    for tool in ("wrk", "hey"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} not found: apt-get install -y wrk hey nginx-light")
+    require_tools(("wrk", "hey"), "apt-get install -y wrk hey nginx-light")
     have_nginx = shutil.which("nginx") is not None
     if not have_nginx:
         print("nginx not found (apt-get install -y nginx-light): reference steps skipped")

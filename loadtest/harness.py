@@ -3,6 +3,7 @@ for and stopping a process, counting checks, the binary argument, the git commit
 Prometheus text format, percentiles, RSS. Standard library only."""
 
 import argparse
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +29,13 @@ def binary_arg(text):
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"{text}: not found (cargo build --release, or --binary PATH)")
     return path
+
+
+def require_tools(tools, install):
+    """Exits naming the install command when one of `tools` is not on PATH."""
+    for tool in tools:
+        if not shutil.which(tool):
+            sys.exit(f"{tool} not found: {install}")
 
 
 def git_commit():

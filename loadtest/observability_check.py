@@ -20,7 +20,6 @@ Needs: prometheus (Debian package `prometheus`), hey (`hey`), gnuplot (`gnuplot-
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,7 +30,15 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from harness import ROOT, Checks, binary_arg, default_binary, free_port, spawn
+from harness import (
+    ROOT,
+    Checks,
+    binary_arg,
+    default_binary,
+    free_port,
+    require_tools,
+    spawn,
+)
 
 DASHBOARD = ROOT / "grafana/dashboards/load-shed-api.json"
 # The chart's copy: what a cluster would load (CI proves it identical to grafana/alerts/).
@@ -238,9 +245,7 @@ def main():
     parser.add_argument("--binary", type=binary_arg, default=str(default_binary()))
     parser.add_argument("--picture", default=str(ROOT / "loadtest/out/walkthrough.png"))
     args = parser.parse_args()
-    for tool in ("prometheus", "hey", "gnuplot"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} not found: apt-get install -y prometheus hey gnuplot-nox")
+    require_tools(("prometheus", "hey", "gnuplot"), "apt-get install -y prometheus hey gnuplot-nox")
 
     workdir = Path(tempfile.mkdtemp(prefix="load-shed-observe-"))
     picture = Path(args.picture).resolve()

@@ -25,7 +25,6 @@ import argparse
 import csv
 import datetime
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from harness import (
     get,
     git_commit,
     percentile,
+    require_tools,
     series,
     spawn,
     stop,
@@ -166,9 +166,7 @@ def main():
     p.add_argument("--picture", default=str(ROOT / "loadtest/out/retries.png"))
     p.add_argument("--record", action="store_true", help="append to loadtest/RESULTS.md")
     args = p.parse_args()
-    for tool in ("hey", "gnuplot"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} not found: apt-get install -y hey gnuplot-nox")
+    require_tools(("hey", "gnuplot"), "apt-get install -y hey gnuplot-nox")
     workdir = Path(tempfile.mkdtemp(prefix="load-shed-retries-"))
     results = {}
     lines = ["| case | policy | /client answered 200 | amplification (attempts / first) | budget refusals | breaker first opened | caller p50 / p99 ms | hedges |",

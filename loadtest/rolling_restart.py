@@ -21,9 +21,7 @@ Needs: apt-get install -y haproxy hey
 import argparse
 import datetime
 import os
-import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +35,7 @@ from harness import (
     free_port,
     get,
     git_commit,
+    require_tools,
     spawn,
     stop,
     wait_up,
@@ -118,9 +117,7 @@ def main():
                    help="shutdown.drain_delay_seconds of the api replicas (default: the binary's own)")
     p.add_argument("--record", action="store_true", help="append the figures to loadtest/RESULTS.md")
     args = p.parse_args()
-    for tool in ("haproxy", "hey"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} not found: apt-get install -y haproxy hey")
+    require_tools(("haproxy", "hey"), "apt-get install -y haproxy hey")
 
     workdir = Path(tempfile.mkdtemp(prefix="load-shed-rolling-"))
     base = {"PATH": os.environ["PATH"], "RUST_LOG": "warn"}
