@@ -5,11 +5,12 @@
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
+use super::metrics::UpstreamResult;
 use super::outcome::Outcome;
 use super::params::ClientParams;
 use super::upstream_call::{self, UpstreamError, UpstreamRequest};
 use super::ApiState;
-use crate::retry::{full_jitter, AttemptKind, Retries, RetryOn};
+use crate::retry::{full_jitter, AttemptKind, AttemptResult, Retries, RetryOn};
 
 /// How one attempt ended.
 enum Attempted {
@@ -224,9 +225,14 @@ async fn attempt(
         state.admission.sample(started, elapsed, timed_out);
     }
     state.record_upstream(&judged.outcome, Some(elapsed));
-    if let Some(result) = judged.outcome.upstream_result() {
-        counted.ended(result.label());
-    }
+    counted.ended(match judged.outcome.upstream_result() {
+        Some(UpstreamResult::Ok) => AttemptResult::Ok,
+        Some(UpstreamResult::Error) => AttemptResult::Error,
+        Some(UpstreamResult::Timeout) => AttemptResult::Timeout,
+        Some(UpstreamResult::Transport) => AttemptResult::Transport,
+        // A call that was made always has one of the four above.
+        Some(UpstreamResult::BreakerOpen) | None => AttemptResult::Cancelled,
+    });
     Attempted::Done(Done {
         outcome: judged.outcome,
         failure,
@@ -250,7 +256,7 @@ impl<'a> Counted<'a> {
         }
     }
 
-    fn ended(mut self, result: &str) {
+    fn ended(mut self, result: AttemptResult) {
         self.ended = true;
         self.retries.metrics.attempt(self.kind, result);
     }
@@ -259,7 +265,9 @@ impl<'a> Counted<'a> {
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
         if !self.ended {
-            self.retries.metrics.attempt(self.kind, "cancelled");
+            self.retries
+                .metrics
+                .attempt(self.kind, AttemptResult::Cancelled);
         }
     }
 }

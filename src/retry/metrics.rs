@@ -27,12 +27,39 @@ impl AttemptKind {
     }
 }
 
-/// The `result` label of an attempt: the upstream results, or `cancelled` for the loser of a
-/// hedge race (and an attempt whose caller went away).
-pub(crate) const ATTEMPT_RESULTS: [&str; 5] = ["ok", "error", "timeout", "transport", "cancelled"];
+/// The `result` label of an attempt: how the call ended, or `Cancelled` for the loser of a hedge
+/// race (and an attempt whose caller went away).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttemptResult {
+    Ok,
+    Error,
+    Timeout,
+    Transport,
+    Cancelled,
+}
+
+impl AttemptResult {
+    const ALL: [AttemptResult; 5] = [
+        AttemptResult::Ok,
+        AttemptResult::Error,
+        AttemptResult::Timeout,
+        AttemptResult::Transport,
+        AttemptResult::Cancelled,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            AttemptResult::Ok => "ok",
+            AttemptResult::Error => "error",
+            AttemptResult::Timeout => "timeout",
+            AttemptResult::Transport => "transport",
+            AttemptResult::Cancelled => "cancelled",
+        }
+    }
+}
 
 pub(crate) struct RetryMetrics {
-    /// [kind][result], in `AttemptKind::ALL` and `ATTEMPT_RESULTS` order.
+    /// [kind][result], in `AttemptKind::ALL` and `AttemptResult::ALL` order.
     attempts: [[IntCounter; 5]; 3],
     exhausted: IntCounter,
     remaining: Gauge,
@@ -48,7 +75,8 @@ impl RetryMetrics {
             &["kind", "result"],
         )?)?;
         let attempts = AttemptKind::ALL.map(|kind| {
-            ATTEMPT_RESULTS.map(|result| attempts.with_label_values(&[kind.label(), result]))
+            AttemptResult::ALL
+                .map(|result| attempts.with_label_values(&[kind.label(), result.label()]))
         });
         Ok(Self {
             attempts,
@@ -63,13 +91,9 @@ impl RetryMetrics {
         })
     }
 
-    /// Counts one attempt; `result` is one of [`ATTEMPT_RESULTS`].
-    pub(crate) fn attempt(&self, kind: AttemptKind, result: &str) {
-        let r = ATTEMPT_RESULTS
-            .iter()
-            .position(|x| *x == result)
-            .unwrap_or(4);
-        self.attempts[kind as usize][r].inc();
+    /// Counts one attempt.
+    pub(crate) fn attempt(&self, kind: AttemptKind, result: AttemptResult) {
+        self.attempts[kind as usize][result as usize].inc();
     }
 
     pub(crate) fn exhausted(&self) {

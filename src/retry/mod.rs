@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) use backoff::full_jitter;
 pub(crate) use budget::BudgetConfig;
-pub(crate) use metrics::{AttemptKind, RetryMetrics};
+pub(crate) use metrics::{AttemptKind, AttemptResult, RetryMetrics};
 
 use budget::RetryBudget;
 
