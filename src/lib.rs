@@ -8,6 +8,7 @@
 //! - [`settings`]: typed configuration, layered from embedded defaults, files and environment.
 //! - [`startup`]: listeners and servers per role; readiness and graceful shutdown.
 //! - `api`: the api role's routes (`/client`, `/work`), validation, outcome mapping, its metrics.
+//! - `actor_home`: where the api's actors run (on an api worker's thread).
 //! - `admission`: priority load shedding: pure limiters, `AdmissionActor`, `Permit`.
 //! - `breaker`: the circuit breaker: pure state machine, published gate, `BreakerActor`.
 //! - `retry`: retries with a budget, backoff with jitter, hedging (off by default).
@@ -27,6 +28,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod actor_home;
 mod admission;
 mod api;
 mod bounds;

@@ -11,6 +11,7 @@ use actix_web::http::KeepAlive;
 use actix_web::{web, App, HttpServer};
 use actix_web_prom::PrometheusMetrics;
 
+use crate::actor_home::ActorHome;
 use crate::api::{self, ApiConfig, ApiState};
 use crate::metrics::Metrics;
 use crate::routes::{self, Readiness};
@@ -100,8 +101,11 @@ impl Application {
                 admission: &settings.admission,
                 retry: settings.retry,
             };
-            let state =
-                web::Data::new(ApiState::start(config, &shared.metrics).map_err(io::Error::other)?);
+            // The actors start on the first api worker's thread (see `actor_home`).
+            let home = ActorHome::default();
+            let state = web::Data::new(
+                ApiState::start(config, &shared.metrics, &home).map_err(io::Error::other)?,
+            );
             let connect_timeout = settings.timeouts.connect;
             Some(bind(
                 settings.api.listen,
@@ -109,6 +113,7 @@ impl Application {
                 settings,
                 &shared,
                 move |cfg| {
+                    home.settle();
                     cfg.app_data(state.clone())
                         // awc::Client is !Send: one per worker, built here, never per request.
                         .app_data(web::Data::new(api::upstream_client(connect_timeout)))

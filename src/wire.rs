@@ -127,18 +127,18 @@ impl Overrides {
         })
     }
 
-    /// The query string that passes them on (empty, or starting with `?`).
-    pub(crate) fn to_query(self) -> String {
-        let mut query = String::new();
+    /// Appends the query string that passes them on (nothing, or starting with `?`) to `out`.
+    pub(crate) fn write_query(self, out: &mut String) {
+        use std::fmt::Write;
         let mut sep = '?';
+        // Writing to a String cannot fail.
         if let Some(ms) = self.ms {
-            query.push_str(&format!("{sep}ms={ms}"));
+            let _ = write!(out, "{sep}ms={ms}");
             sep = '&';
         }
         if let Some(rate) = self.fail_rate {
-            query.push_str(&format!("{sep}fail_rate={rate}"));
+            let _ = write!(out, "{sep}fail_rate={rate}");
         }
-        query
     }
 }
 
@@ -177,7 +177,11 @@ mod tests {
 
     #[test]
     fn only_the_overrides_the_caller_gave_are_passed_on() {
-        let o = |ms, fail_rate| Overrides { ms, fail_rate }.to_query();
+        let o = |ms, fail_rate| {
+            let mut query = String::new();
+            Overrides { ms, fail_rate }.write_query(&mut query);
+            query
+        };
         assert_eq!(o(None, None), "");
         assert_eq!(o(Some(5), None), "?ms=5");
         assert_eq!(o(None, Some(0.25)), "?fail_rate=0.25");

@@ -20,6 +20,7 @@ use super::backlog::Backlog;
 use super::machine::{Admission, Fractions, Limits, PermitToken, Priority, Shed};
 use super::metrics::{AdmissionMetrics, Decision};
 use super::{AdmissionConfig, AdmissionMode};
+use crate::actor_home::ActorHome;
 use crate::metrics::Metrics;
 
 /// `send(Acquire)` waits for room rather than failing when full; `Release` uses `do_send`, which
@@ -261,8 +262,8 @@ pub(crate) struct AdmissionHandle {
 }
 
 impl AdmissionHandle {
-    /// Registers admission's metrics (with series for each of `paths`) and starts the one
-    /// `AdmissionActor` on the current arbiter. In adaptive mode the limiter measures its baseline
+    /// Registers admission's metrics (with series for each of `paths`) and creates the one
+    /// `AdmissionActor`, which starts in `home`. In adaptive mode the limiter measures its baseline
     /// at `min_limit` and grows from there (starting high would send a dependency of unknown
     /// capacity a burst it may not survive); the lower classes get their fractions of the live
     /// limit.
@@ -270,6 +271,7 @@ impl AdmissionHandle {
         config: &AdmissionConfig,
         metrics: &Metrics,
         paths: &[&'static str],
+        home: &ActorHome,
     ) -> Result<Self, prometheus::Error> {
         let metrics = AdmissionMetrics::register(metrics, paths)?;
         let (limits, adaptive) = match config.mode {
@@ -283,15 +285,14 @@ impl AdmissionHandle {
         let is_adaptive = adaptive.is_some();
         let ceilings = Arc::new(Priority::ALL.map(|p| AtomicU32::new(limits.ceiling(p))));
         let inflight = Arc::new(AtomicU32::new(0));
-        let addr = AdmissionActor {
+        let addr = home.start(AdmissionActor {
             machine: Admission::new(limits),
             ceilings: ceilings.clone(),
             adaptive,
             inflight: inflight.clone(),
             backlog: Backlog::new(config.backlog.size, config.backlog.timeout),
             metrics: metrics.clone(),
-        }
-        .start();
+        });
         Ok(Self {
             addr,
             inflight,
@@ -315,12 +316,8 @@ impl AdmissionHandle {
     }
 
     fn has_room(&self, priority: Priority) -> bool {
-        let class = match priority {
-            Priority::High => 0,
-            Priority::Normal => 1,
-            Priority::Low => 2,
-        };
-        self.inflight.load(Ordering::Acquire) < self.ceilings[class].load(Ordering::Acquire)
+        self.inflight.load(Ordering::Acquire)
+            < self.ceilings[priority.index()].load(Ordering::Acquire)
     }
 
     /// Decides admission by the current in-flight count without taking a slot, for a request that

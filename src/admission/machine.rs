@@ -23,6 +23,15 @@ impl Priority {
         }
     }
 
+    /// Its place in [`Priority::ALL`].
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Priority::High => 0,
+            Priority::Normal => 1,
+            Priority::Low => 2,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Priority::High => "high",

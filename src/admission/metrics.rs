@@ -1,8 +1,11 @@
 //! Admission's metrics: decisions by path, priority and decision; permits in flight and given
 //! back; the ceilings in force; the backlog's length; the adaptive limiter's latency averages.
-//! Label values come from [`Priority`] and [`Decision`].
+//! Label values come from [`Priority`] and [`Decision`]. The counters a request touches are
+//! resolved once, at start-up, so counting needs no label lookup.
 
-use prometheus::{GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use std::sync::Arc;
+
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
 use super::machine::{Limits, Priority};
 use crate::metrics::Metrics;
@@ -16,6 +19,13 @@ pub(crate) enum Decision {
 
 impl Decision {
     const ALL: [Decision; 2] = [Decision::Admitted, Decision::Shed];
+
+    fn index(self) -> usize {
+        match self {
+            Decision::Admitted => 0,
+            Decision::Shed => 1,
+        }
+    }
 
     fn label(self) -> &'static str {
         match self {
@@ -35,8 +45,16 @@ pub(crate) struct AdmissionMetrics {
     limit: IntGaugeVec,
     /// The adaptive limiter's latency averages: `window` = short (recent) or long (baseline).
     latency: GaugeVec,
-    /// Permits given back, by priority: admitted = released + in flight, always.
-    released: IntCounterVec,
+    /// The series of `requests` the hot path counts, and `admission_released_total` (permits given
+    /// back, by priority: admitted = released + in flight, always), resolved once.
+    resolved: Arc<Resolved>,
+}
+
+/// `admission_requests_total` per path, priority and decision (in the order of `ALL`), and
+/// `admission_released_total` per priority.
+struct Resolved {
+    decisions: Vec<(&'static str, [[IntCounter; 2]; 3])>,
+    released: [IntCounter; 3],
 }
 
 impl AdmissionMetrics {
@@ -45,14 +63,37 @@ impl AdmissionMetrics {
         metrics: &Metrics,
         paths: &[&'static str],
     ) -> Result<Self, prometheus::Error> {
-        let this = Self {
-            requests: metrics.register(IntCounterVec::new(
-                Opts::new(
-                    "admission_requests_total",
-                    "Admission decisions, by path, priority and decision (admitted or shed)",
-                ),
-                &["path", "priority", "decision"],
-            )?)?,
+        let requests = metrics.register(IntCounterVec::new(
+            Opts::new(
+                "admission_requests_total",
+                "Admission decisions, by path, priority and decision (admitted or shed)",
+            ),
+            &["path", "priority", "decision"],
+        )?)?;
+        let released = metrics.register(IntCounterVec::new(
+            Opts::new(
+                "admission_released_total",
+                "Admission permits given back (request finished, failed, timed out or abandoned), by priority",
+            ),
+            &["priority"],
+        )?)?;
+        // Every series exists from the first scrape, so dashboards and rate() see zeros, not gaps.
+        let resolved = Arc::new(Resolved {
+            decisions: paths
+                .iter()
+                .map(|path| {
+                    let by = |p: Priority| {
+                        Decision::ALL
+                            .map(|d| requests.with_label_values(&[path, p.as_str(), d.label()]))
+                    };
+                    (*path, Priority::ALL.map(by))
+                })
+                .collect(),
+            released: Priority::ALL.map(|p| released.with_label_values(&[p.as_str()])),
+        });
+        Ok(Self {
+            requests,
+            resolved,
             inflight: metrics.register(IntGauge::new(
                 "admission_inflight",
                 "Admitted requests now in flight",
@@ -68,13 +109,6 @@ impl AdmissionMetrics {
                 ),
                 &["priority"],
             )?)?,
-            released: metrics.register(IntCounterVec::new(
-                Opts::new(
-                    "admission_released_total",
-                    "Admission permits given back (request finished, failed, timed out or abandoned), by priority",
-                ),
-                &["priority"],
-            )?)?,
             latency: metrics.register(GaugeVec::new(
                 Opts::new(
                     "admission_latency_seconds",
@@ -82,29 +116,22 @@ impl AdmissionMetrics {
                 ),
                 &["window"],
             )?)?,
-        };
-        // Series exist from the first scrape, so dashboards and rate() see zeros, not gaps.
-        for p in Priority::ALL {
-            this.released.with_label_values(&[p.as_str()]);
-            for path in paths {
-                for decision in Decision::ALL {
-                    this.requests
-                        .with_label_values(&[path, p.as_str(), decision.label()]);
-                }
-            }
-        }
-        Ok(this)
+        })
     }
 
     /// Counts one admission decision.
     pub(crate) fn decided(&self, path: &str, priority: Priority, decision: Decision) {
-        self.requests
-            .with_label_values(&[path, priority.as_str(), decision.label()])
-            .inc();
+        match self.resolved.decisions.iter().find(|(p, _)| *p == path) {
+            Some((_, by)) => by[priority.index()][decision.index()].inc(),
+            None => self
+                .requests
+                .with_label_values(&[path, priority.as_str(), decision.label()])
+                .inc(),
+        }
     }
 
     pub(crate) fn released(&self, priority: Priority) {
-        self.released.with_label_values(&[priority.as_str()]).inc();
+        self.resolved.released[priority.index()].inc();
     }
 
     /// The counts now: admitted and in flight, waiting in the backlog.

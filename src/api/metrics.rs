@@ -2,9 +2,10 @@
 //! `upstream_request_duration_seconds{result}`, one sample per `/client` that reached the breaker.
 //! The counters are resolved once, at start-up, so counting needs no label lookup.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 
 use crate::metrics::{Metrics, LATENCY_BUCKETS};
 
@@ -42,10 +43,11 @@ impl UpstreamResult {
 }
 
 /// The counters, resolved once per [`UpstreamResult`] (in `ALL` order); the histogram's series
-/// appear with their first sample, as before this project resolved anything up front.
+/// are resolved at their first sample, and appear then, as they always have.
 pub(crate) struct UpstreamMetrics {
     requests: [IntCounter; 5],
     duration: HistogramVec,
+    durations: [OnceLock<Histogram>; 5],
 }
 
 impl UpstreamMetrics {
@@ -67,15 +69,19 @@ impl UpstreamMetrics {
         )?)?;
         // Every counter series exists from the first scrape: zeros, not gaps.
         let requests = UpstreamResult::ALL.map(|r| requests.with_label_values(&[r.label()]));
-        Ok(Self { requests, duration })
+        Ok(Self {
+            requests,
+            duration,
+            durations: Default::default(),
+        })
     }
 
     /// Counts one call; `elapsed` is the time spent on it (none when the breaker refused it).
     pub(crate) fn record(&self, result: UpstreamResult, elapsed: Option<Duration>) {
         self.requests[result as usize].inc();
         if let Some(elapsed) = elapsed {
-            self.duration
-                .with_label_values(&[result.label()])
+            self.durations[result as usize]
+                .get_or_init(|| self.duration.with_label_values(&[result.label()]))
                 .observe(elapsed.as_secs_f64());
         }
     }

@@ -22,6 +22,7 @@ use actix_web::web;
 pub(crate) use params::ClientDefaults;
 pub(crate) use upstream_call::client as upstream_client;
 
+use crate::actor_home::ActorHome;
 use crate::admission::{AdmissionConfig, AdmissionHandle, Permit, Priority};
 use crate::breaker::{BreakerConfig, BreakerHandle};
 use crate::metrics::Metrics;
@@ -63,16 +64,17 @@ pub(crate) struct ApiState {
 }
 
 impl ApiState {
-    /// Registers the api's metrics and starts its two actors on the current arbiter.
+    /// Registers the api's metrics and creates its two actors, which start in `home`.
     pub(crate) fn start(
         config: ApiConfig<'_>,
         metrics: &Metrics,
+        home: &ActorHome,
     ) -> Result<Self, prometheus::Error> {
         Ok(Self {
             metrics: metrics.clone(),
             upstream_metrics: UpstreamMetrics::register(metrics)?,
-            admission: AdmissionHandle::start(config.admission, metrics, &[CLIENT, WORK])?,
-            breaker: BreakerHandle::start(config.breaker, metrics)?,
+            admission: AdmissionHandle::start(config.admission, metrics, &[CLIENT, WORK], home)?,
+            breaker: BreakerHandle::start(config.breaker, metrics, home)?,
             upstream_url: config.upstream_url,
             defaults: config.defaults,
             max_upstream_body_bytes: config.max_upstream_body_bytes,

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use awc::error::{ConnectError, PayloadError, SendRequestError};
+use awc::http::header::HeaderValue;
 use serde::Deserialize;
 
 use crate::wire::{Overrides, BUDGET_HEADER};
@@ -33,7 +34,11 @@ pub(crate) struct UpstreamRequest<'a> {
 
 impl UpstreamRequest<'_> {
     fn url(&self) -> String {
-        format!("{}/upstream{}", self.base_url, self.overrides.to_query())
+        let mut url = String::with_capacity(self.base_url.len() + 48);
+        url.push_str(self.base_url);
+        url.push_str("/upstream");
+        self.overrides.write_query(&mut url);
+        url
     }
 }
 
@@ -61,7 +66,7 @@ pub(crate) async fn call(
         let budget = u64::try_from(req.timeout.as_millis()).unwrap_or(u64::MAX);
         let mut res = client
             .get(req.url())
-            .insert_header((BUDGET_HEADER, budget.to_string()))
+            .insert_header((BUDGET_HEADER, HeaderValue::from(budget)))
             .send()
             .await
             .map_err(from_send_error)?;

@@ -10,6 +10,7 @@ use actix::prelude::*;
 use super::gate::{BreakerGate, GateView};
 use super::machine::{BreakerConfig, CircuitBreaker, Rejected, State, Ticket, Verdict};
 use super::metrics::BreakerMetrics;
+use crate::actor_home::ActorHome;
 use crate::metrics::Metrics;
 
 /// Requests queue here only in HalfOpen and when Open's pause ends; verdicts use `do_send`,
@@ -167,14 +168,15 @@ pub(crate) struct BreakerHandle {
 }
 
 impl BreakerHandle {
-    /// Registers the breaker's metrics and starts the one `BreakerActor` on the current arbiter.
+    /// Registers the breaker's metrics and creates the one `BreakerActor`, which starts in `home`.
     pub(crate) fn start(
         config: BreakerConfig,
         metrics: &Metrics,
+        home: &ActorHome,
     ) -> Result<Self, prometheus::Error> {
         let gate = Arc::new(BreakerGate::new());
         let metrics = BreakerMetrics::register(metrics)?;
-        let addr = BreakerActor::new(config, gate.clone(), metrics).start();
+        let addr = home.start(BreakerActor::new(config, gate.clone(), metrics));
         Ok(Self { addr, gate })
     }
 
