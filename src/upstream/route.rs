@@ -69,8 +69,18 @@ pub(crate) async fn upstream(req: HttpRequest, sim: web::Data<Simulator>) -> Htt
     if chance(params.fail_rate) {
         HttpResponse::build(sim.faults.fail_status).json(json!({"error": "injected failure"}))
     } else {
-        HttpResponse::Ok().json(json!({"ok": true, "ms": params.ms}))
+        // Serialized straight from a struct: `{"ms":…,"ok":true}`, as `json!` gave it.
+        HttpResponse::Ok().json(Answer {
+            ms: params.ms,
+            ok: true,
+        })
     }
+}
+
+#[derive(serde::Serialize)]
+struct Answer {
+    ms: u64,
+    ok: bool,
 }
 
 fn deadline_exceeded() -> HttpResponse {

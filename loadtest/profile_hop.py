@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Where one hop's time goes: counts per `/client?ms=0` request, for the release binary in role `all`.
+
+Loopback only, bounded (about 2 minutes; callgrind adds about one). Four views, each one that a busy
+2-core machine cannot blur the way it blurs req/s:
+  1. context switches per request, by thread (from /proc/<pid>/task/*/status), under wrk -c50
+  2. system calls per request (`strace -c -f`), under wrk -c50: epoll_wait and the eventfd `write`
+     that wakes a sleeping thread show the hand-offs between threads
+  3. where CPU samples fall (`perf record -e cpu-clock`, when perf works here): kernel, malloc/free,
+     clock reads, the HTTP metrics middleware, this crate
+  4. user-space instructions per request (`valgrind --tool=callgrind`, when installed): the same
+     count for the same binary whatever else the machine does. Caveat: `rep stos` counts once per
+     byte, so the memset of actix-http's 96-slot header index array (3 KiB per request parsed,
+     about a quarter of the count) weighs far more here than in time.
+
+Usage: cargo build --release && python3 loadtest/profile_hop.py [--binary PATH] [--skip perf,callgrind]
+Needs: apt-get install -y wrk strace; optional: linux-perf valgrind; oha or hey for step 4.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness import (
+    ROOT,
+    NotUp,
+    binary_arg,
+    free_port,
+    get,
+    require_tools,
+    series,
+    spawn,
+    stop,
+    wait_up,
+)
+
+URL_PATH = "/client?ms=0"
+ROOMY = {"LOAD_SHED__ADMISSION__MAX_INFLIGHT": "10000", "LOAD_SHED__ADMISSION__NORMAL_MAX_INFLIGHT": "9000",
+         "LOAD_SHED__ADMISSION__LOW_MAX_INFLIGHT": "8000", "LOAD_SHED__SHUTDOWN__DRAIN_DELAY_SECONDS": "0",
+         "RUST_LOG": "warn"}
+
+
+class Service:
+    def __init__(self, binary, workdir, wrapper=()):
+        self.port, up = free_port(), free_port()
+        env = {"PATH": os.environ["PATH"], "LOAD_SHED__API__LISTEN": f"127.0.0.1:{self.port}",
+               "LOAD_SHED__UPSTREAM__LISTEN": f"127.0.0.1:{up}", **ROOMY}
+        self.proc = spawn([*wrapper, binary], workdir / "service.log", env=env, cwd=workdir)
+        self.base = f"http://127.0.0.1:{self.port}"
+        wait_up(f"{self.base}/healthz", self.proc, "load-shed-api", timeout=60)
+
+    def answered(self):
+        """`/client` requests answered 200 so far, from the service's own counter."""
+        _, text = get(f"{self.base}/metrics")
+        return series(text, "http_requests_total", path="/client", status="200")
+
+    def stop(self):
+        stop(self.proc, timeout=30)
+
+
+def wrk(url, seconds):
+    out = subprocess.run(["wrk", "-t1", "-c50", f"-d{seconds}s", url], capture_output=True, text=True,
+                         timeout=seconds + 30, check=False).stdout
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+def switches(pid):
+    """Context switches (voluntary + not) per thread name."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            status = (task / "status").read_text()
+        except OSError:
+            continue
+        n = sum(int(v) for v in re.findall(r"(?:non)?voluntary_ctxt_switches:\s+(\d+)", status))
+        key = f"{name} ({task.name})"
+        out[key] = out.get(key, 0) + n
+    return out
+
+
+def context_switches(svc, seconds):
+    wrk(svc.base + URL_PATH, 1)
+    before, n0 = switches(svc.proc.pid), svc.answered()
+    rps = wrk(svc.base + URL_PATH, seconds)
+    after, n1 = switches(svc.proc.pid), svc.answered()
+    n = n1 - n0
+    print(f"\n1. context switches per request ({n:.0f} requests, {rps:.0f} req/s):")
+    total = 0.0
+    for key in sorted(after):
+        per = (after[key] - before.get(key, 0)) / n
+        total += per
+        if per >= 0.01:
+            print(f"   {key:<40} {per:6.2f}")
+    print(f"   {'all threads':<40} {total:6.2f}")
+    return {"requests": n, "rps": rps, "per_request": round(total, 3)}
+
+
+def syscalls(svc, seconds, workdir):
+    require_tools(("strace",), "apt-get install -y strace")
+    wrk(svc.base + URL_PATH, 1)
+    out = workdir / "strace.txt"
+    n0 = svc.answered()
+    tracer = subprocess.Popen(["strace", "-c", "-f", "-p", str(svc.proc.pid), "-o", str(out)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    wrk(svc.base + URL_PATH, seconds)
+    time.sleep(0.3)
+    n = svc.answered() - n0
+    tracer.terminate()
+    tracer.wait(timeout=30)
+    calls = {}
+    for line in out.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[0][0].isdigit() and fields[-1] != "total":
+            calls[fields[-1]] = int(fields[3])
+    print(f"\n2. system calls per request ({n:.0f} requests under strace, which slows them):")
+    for name, count in sorted(calls.items(), key=lambda kv: -kv[1]):
+        if count / n >= 0.01:
+            print(f"   {name:<20} {count / n:6.2f}")
+    return {"requests": n, "per_request": {k: round(v / n, 3) for k, v in calls.items() if v / n >= 0.01}}
+
+
+GROUPS = [  # (label, symbol pattern) for the perf summary
+    ("malloc/free (glibc)", r"malloc|_int_free|cfree|^free$|malloc_consolidate|unlink_chunk|realloc"),
+    ("clock reads", r"clock_gettime|read_tsc"),
+    ("actix-web-prom", r"actix_web_prom"),
+    ("prometheus label lookups", r"with_label_values|MetricVec"),
+    ("load_shed_api (this crate)", r"load_shed_api::"),
+    ("awc (the upstream client)", r"^awc::|<awc::"),
+    ("thread switches (finish_task_switch)", r"finish_task_switch"),
+]
+
+
+def perf_profile(svc, seconds, workdir):
+    data = workdir / "perf.data"
+    wrk(svc.base + URL_PATH, 1)
+    rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-g", "-p", str(svc.proc.pid), "-o", str(data),
+                            "--", "sleep", str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rps = wrk(svc.base + URL_PATH, seconds)
+    rec.wait(timeout=seconds + 60)
+    if not data.exists():
+        print("\n3. perf record produced nothing here (skipped)")
+        return None
+    dso = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--sort", "dso", "-g", "none",
+                          "--stdio"], capture_output=True, text=True, check=False).stdout
+    sym = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--sort", "sym", "-g", "none",
+                          "--stdio"], capture_output=True, text=True, check=False).stdout
+    shares = {}
+    for line in dso.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(\S+)", line)
+        if m:
+            shares[m.group(2)] = float(m.group(1))
+    kernel = sum(v for k, v in shares.items() if "kernel" in k)
+    groups = dict.fromkeys((label for label, _ in GROUPS), 0.0)
+    for line in sym.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+\[[.k]\]\s+(.*)$", line)
+        if not m:
+            continue
+        for label, pattern in GROUPS:
+            if re.search(pattern, m.group(2).strip()):
+                groups[label] += float(m.group(1))
+                break
+    print(f"\n3. CPU samples (perf, cpu-clock, {rps:.0f} req/s): kernel {kernel:.1f} %")
+    for label, share in groups.items():
+        print(f"   {label:<40} {share:5.1f} %")
+    return {"rps": rps, "kernel_pct": round(kernel, 1), **{k: round(v, 1) for k, v in groups.items()}}
+
+
+def instructions(binary, workdir, requests):
+    """Total user-space instructions of the process for `requests` hop requests (after warm-up)."""
+    out = workdir / f"callgrind.{requests}"
+    svc = Service(binary, workdir, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"])
+    try:
+        if shutil.which("oha"):
+            cmd = ["oha", "-n", str(requests), "-c", "10", "--no-tui", "--output-format", "quiet"]
+        else:
+            cmd = ["hey", "-n", str(requests), "-c", "10"]
+        subprocess.run([*cmd, svc.base + URL_PATH], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=600, check=True)
+    finally:
+        svc.proc.send_signal(2)  # SIGINT: no drain delay
+        svc.proc.wait(timeout=120)
+    for line in out.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    sys.exit("callgrind wrote no totals")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--binary", type=binary_arg, default=str(ROOT / "target/release/load-shed-api"))
+    p.add_argument("--seconds", type=int, default=5, help="per wrk run")
+    p.add_argument("--skip", default="", help="comma-separated: perf, callgrind")
+    args = p.parse_args()
+    require_tools(("wrk",), "apt-get install -y wrk")
+    skip = set(filter(None, args.skip.split(",")))
+    workdir = Path(tempfile.mkdtemp(prefix="load-shed-profile-"))
+    print(f"profile of one hop ({URL_PATH}), role all, binary {args.binary}")
+    svc = Service(args.binary, workdir)
+    try:
+        context_switches(svc, args.seconds)
+        syscalls(svc, args.seconds, workdir)
+        if "perf" not in skip and shutil.which("perf"):
+            perf_profile(svc, args.seconds, workdir)
+        elif "perf" not in skip:
+            print("\n3. perf not installed (apt-get install -y linux-perf): skipped")
+    finally:
+        svc.stop()
+    if "callgrind" not in skip and shutil.which("valgrind") and (shutil.which("oha") or shutil.which("hey")):
+        # Two runs, so the start-up and shutdown cost cancels out.
+        small, large = instructions(args.binary, workdir, 500), instructions(args.binary, workdir, 2500)
+        print(f"\n4. user-space instructions per request (callgrind): {(large - small) / 2000:,.0f}")
+    elif "callgrind" not in skip:
+        print("\n4. valgrind (and oha or hey) not installed: skipped")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except NotUp as e:
+        sys.exit(str(e))
