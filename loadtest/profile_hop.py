@@ -128,7 +128,7 @@ def syscalls(svc, seconds, workdir):
 
 
 GROUPS = [  # (label, symbol pattern) for the perf summary
-    ("malloc/free (glibc)", r"malloc|_int_free|cfree|^free$|malloc_consolidate|unlink_chunk|realloc"),
+    ("the allocator (malloc/free, mi_*)", r"malloc|_int_free|cfree|^free$|malloc_consolidate|unlink_chunk|realloc|^_?mi_"),
     ("clock reads", r"clock_gettime|read_tsc"),
     ("actix-web-prom", r"actix_web_prom"),
     ("prometheus label lookups", r"with_label_values|MetricVec"),

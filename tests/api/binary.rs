@@ -93,6 +93,30 @@ fn drains_in_flight_requests_on(signal: &str) {
     assert!(raw_request(api, "GET", "/healthz").is_err());
 }
 
+/// The actors live on the first api worker, which stops at once when it has no connection left.
+/// A request admitted on the other worker still finishes: after admission it needs the actors
+/// only for messages that may be lost at exit (its slot's release, its verdict).
+#[test]
+fn a_request_on_the_other_worker_finishes_after_the_actors_worker_has_stopped() {
+    let mut app = start_binary(&[
+        ("LOAD_SHED__API__WORKERS", "2"),
+        ("LOAD_SHED__SHUTDOWN__GRACE_SECONDS", "5"),
+    ]);
+    let api = app.api.unwrap();
+    // Connections go to the workers in turn: this one (closed at once) to the first, the actors'.
+    assert_eq!(raw_request(api, "GET", "/healthz").unwrap().0, 200);
+    let in_flight =
+        std::thread::spawn(move || raw_request(api, "GET", "/client?ms=800&timeout_ms=3000"));
+    std::thread::sleep(Duration::from_millis(300));
+    app.signal("INT");
+    let (status, body) = in_flight
+        .join()
+        .unwrap()
+        .expect("the in-flight request got an answer");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.wait_exit(Duration::from_secs(5)).code(), Some(0));
+}
+
 #[test]
 fn sigterm_drains_in_flight_requests_and_exits_0() {
     drains_in_flight_requests_on("TERM");
