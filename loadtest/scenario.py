@@ -2,8 +2,9 @@
 """Static vs adaptive admission when the dependency loses capacity mid-run. Loopback, bounded (~3 min).
 
 An api (role api) and a simulated upstream (role upstream, 50 ms per call) run as separate
-processes. Constant offered load: 400 clients at 5 req/s each (2000 req/s), from 40 staggered hey
-processes. The upstream serves 50 calls at once (capacity 1000/s) until, 15 s into the load, it
+processes. Constant offered load: 2000 req/s, from oha's open-loop rate mode when it is installed
+(`oha -q 2000 --latency-correction -c 400`: requests leave on schedule whatever the answers), else
+from 400 hey clients at 5 req/s each in 40 staggered processes (`--load-tool hey` to choose). The upstream serves 50 calls at once (capacity 1000/s) until, 15 s into the load, it
 loses capacity (upstream.degrade_after_seconds): from then on it serves 10 at once (200/s), as when
 a dependency loses replicas. Nothing restarts, so every failure seen is the capacity loss's doing.
 Each run reports, per phase (before the drop, its first 5 s, the 20 s after), goodput (200/s),
@@ -12,13 +13,15 @@ second by second. Runs: admission static and adaptive, each with the default (co
 breaker and with breaker.mode = failure_rate.
 
 Usage: cargo build --release && python3 loadtest/scenario.py [--record] [--runs static/consecutive,...]
-Needs: hey (apt-get install -y hey)
+Needs: hey (apt-get install -y hey); optional: oha (cargo install --locked oha)
 """
 
 import argparse
 import csv
 import datetime
+import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,6 +36,7 @@ from harness import (
     get,
     git_commit,
     percentile,
+    require_tools,
     series,
     spawn,
     stop,
@@ -80,13 +84,22 @@ def run(mode, breaker, binary, workdir):
     start = time.time()
     total = drop + AFTER - start
     heys, files = [], []
-    for g in range(GROUPS):
-        path = workdir / f"{name}-{g}.csv"
+    if LOAD_TOOL == "oha":
+        path = workdir / f"{name}-oha.csv"
         files.append(path)
         with open(path, "w") as out:
-            heys.append(subprocess.Popen(["hey", "-z", f"{total:.1f}s", "-c", str(CLIENTS // GROUPS), "-q", str(RATE),
-                                          "-t", "5", "-o", "csv", f"{api}/client"], stdout=out, stderr=subprocess.DEVNULL))
-        time.sleep(1.0 / RATE / GROUPS)
+            # oha takes whole seconds; the phases are cut by time, so the last fraction is unused.
+            heys.append(subprocess.Popen(["oha", "-z", f"{math.ceil(total)}s", "-q", str(CLIENTS * RATE), "--latency-correction",
+                                          "-c", str(CLIENTS), "-t", "5s", "--no-tui", "--output-format", "csv",
+                                          f"{api}/client"], stdout=out, stderr=subprocess.DEVNULL))
+    else:
+        for g in range(GROUPS):
+            path = workdir / f"{name}-{g}.csv"
+            files.append(path)
+            with open(path, "w") as out:
+                heys.append(subprocess.Popen(["hey", "-z", f"{total:.1f}s", "-c", str(CLIENTS // GROUPS), "-q", str(RATE),
+                                              "-t", "5", "-o", "csv", f"{api}/client"], stdout=out, stderr=subprocess.DEVNULL))
+            time.sleep(1.0 / RATE / GROUPS)
     samples = []  # (time, high limit, breaker openings so far)
     while time.time() < start + total:
         samples.append(sample(api))
@@ -96,14 +109,17 @@ def run(mode, breaker, binary, workdir):
     samples.append(sample(api))
     stop(api_proc)
     stop(up)
-    # hey's CSV: response-time and the offset from its start; a request belongs to the phase it ended in.
+    # Both CSVs give each request's start (from the tool's own start) and duration; a request belongs
+    # to the phase it ended in. oha's start is when the request was due (--latency-correction).
     rows = []
     for g, path in enumerate(files):
         with open(path) as f:
             for r in csv.DictReader(f):
-                took = float(r["response-time"])
-                t = start + g / RATE / GROUPS + float(r["offset"]) + took
-                rows.append((t, r["status-code"], took * 1000))
+                if LOAD_TOOL == "oha":
+                    began, took, status = float(r["request-start"]), float(r["request-duration"]), r["status"]
+                else:
+                    began, took, status = g / RATE / GROUPS + float(r["offset"]), float(r["response-time"]), r["status-code"]
+                rows.append((start + began + took, status, took * 1000))
     phases = [("before the drop (1000/s)", start, drop), (f"drop +0-{SETTLE} s (200/s)", drop, drop + SETTLE),
               (f"drop +{SETTLE}-{AFTER} s (200/s)", drop + SETTLE, drop + AFTER)]
     results = []
@@ -122,13 +138,28 @@ def run(mode, breaker, binary, workdir):
     return results, per_second
 
 
+LOAD_TOOL = "hey"  # "oha" when installed (see main)
+
+
+def offered():
+    if LOAD_TOOL == "oha":
+        return f"{CLIENTS * RATE} req/s from `oha -q {CLIENTS * RATE} --latency-correction -c {CLIENTS}` (open loop)"
+    return f"{CLIENTS} clients x {RATE} req/s from {GROUPS} staggered hey processes"
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--binary", type=binary_arg, default=str(ROOT / "target/release/load-shed-api"))
     p.add_argument("--record", action="store_true", help="append to loadtest/RESULTS.md")
     p.add_argument("--runs", default=",".join(f"{m}/{b}" for m, b in RUNS),
                    help="admission/breaker pairs, comma-separated (default: all four)")
+    p.add_argument("--load-tool", choices=("auto", "oha", "hey"), default="auto",
+                   help="oha's open-loop rate mode when installed (auto), else staggered hey processes")
     args = p.parse_args()
+    global LOAD_TOOL
+    LOAD_TOOL = "oha" if args.load_tool == "oha" or (args.load_tool == "auto" and shutil.which("oha")) else "hey"
+    require_tools((LOAD_TOOL,), "cargo install --locked oha" if LOAD_TOOL == "oha" else "apt-get install -y hey")
+    print(f"load: {'oha, open loop' if LOAD_TOOL == 'oha' else f'{GROUPS} staggered hey processes'}", flush=True)
     runs = [tuple(r.split("/")) for r in args.runs.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="load-shed-scenario-"))
     lines = ["| admission | breaker | phase | goodput (200/s) | admitted p50 / p99 ms | 429 | 502 | 503 | 504 | breaker opened | live limit (high) |",
@@ -150,7 +181,7 @@ def main():
         with open(ROOT / "loadtest/RESULTS.md", "a") as f:
             f.write(f"## Scenario {stamp} — commit {commit}: static vs adaptive admission, capacity drop\n\n"
                     f"Command: `python3 loadtest/scenario.py --record` (release build, {os.cpu_count()} cores, load tool on the same cores). "
-                    f"Offered: {CLIENTS} clients x {RATE} req/s from {GROUPS} staggered hey processes; upstream 50 ms per call, "
+                    f"Offered: {offered()}; upstream 50 ms per call, "
                     f"concurrency {CAPACITY[0]} dropping to {CAPACITY[1]} (upstream.degrade_after_seconds); default timeout (200 ms), "
                     f"breaker open 10 s; `failure_rate` = window 100 calls, minimum 20, threshold 50 %.\n\n" + "\n".join(lines)
                     + "\n\nGoodput (200/s) second by second, 5 s before the drop **|** 25 s after:\n\n" + "\n".join(series) + "\n\n")

@@ -2,9 +2,8 @@
 //!
 //! Every message a handler sends to an actor on another thread wakes that thread when it sleeps.
 //! On the main thread, where `Actor::start` would put them, the actors slept between almost every
-//! two messages: the hop cost 2.1 more `epoll_wait` and 1.5 more wake-up `write` calls per request
-//! than it does now, and about 2.5 context switches instead of 0.9 (counts in
-//! `docs/performance.md`). Living on a worker, they share a thread that is awake while requests
+//! two messages: per hop, 2.43 `epoll_wait` and 1.65 wake-up `write` calls and 2.44 context
+//! switches, against 0.58, 0.43 and 0.87 here (`loadtest/profile_hop.py`, `docs/performance.md`). Living on a worker, they share a thread that is awake while requests
 //! come in: that worker's handlers reach them without crossing threads, and the other workers'
 //! messages usually find the thread awake already.
 //!
