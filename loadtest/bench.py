@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark harness: load-shed-api against the physical limit (nginx on the same machine, same run).
 
-Loopback only, bounded (about 4 minutes), release build. Steps, each repeated (median and spread):
+Loopback only, bounded (about 5 minutes), release build. Steps, each repeated (median and spread):
   1. /healthz                     the service's own floor
   2. /upstream?ms=0               the upstream role directly
   3. /client?ms=0                 one full hop: admission, breaker, awc, upstream
@@ -386,12 +386,9 @@ def step_overload(service, reps, duration, groups=8):
 IDLE_CONNECTIONS = 5000
 
 
-def step_idle_connections(service, n=IDLE_CONNECTIONS):
+def step_idle_connections(service, n):
     """RSS with `n` idle keep-alive connections: each sends one request (/healthz) and stays open.
-    Returns (RSS before KiB, RSS with them KiB)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < n + 100:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 1000), hard))
+    Returns (RSS before KiB, RSS with them KiB, n)."""
     before = service.rss_kib()
     conns = []
     try:
@@ -410,7 +407,7 @@ def step_idle_connections(service, n=IDLE_CONNECTIONS):
             c.close()
     print(f"  8b RSS, {n} idle keep-alive connections: {before / 1024:.1f} -> {held / 1024:.1f} MiB "
           f"({(held - before) / n:.1f} KiB each)", flush=True)
-    return before, held
+    return before, held, n
 
 
 HOLD_SECONDS = 5  # the longest `ms` /client accepts
@@ -494,16 +491,18 @@ def verdicts(steps, rss_idle_kib, idle_rss):
     target("overload: zero 5xx", bad == 0, str(bad))
     target("RSS idle <= 16 MiB", rss_idle_kib <= 16 * 1024, f"{rss_idle_kib / 1024:.1f} MiB")
     target("RSS at overload peak <= 48 MiB", o["peak_rss_kib"] <= 48 * 1024, f"{o['peak_rss_kib'] / 1024:.1f} MiB")
-    before, held = idle_rss
-    target(f"RSS with {IDLE_CONNECTIONS} idle keep-alive connections (measured; no target)", True,
-           f"{before / 1024:.1f} → {held / 1024:.1f} MiB, {(held - before) / IDLE_CONNECTIONS:.1f} KiB each")
+    before, held, n = idle_rss
+    target(f"RSS with {n} idle keep-alive connections (measured; no target)", True,
+           f"{before / 1024:.1f} → {held / 1024:.1f} MiB, {(held - before) / n:.1f} KiB each")
     return out
 
 
 def markdown(info, steps, rss_idle_kib, idle_rss, targets, args):
     lines = [f"## {info['date']} — commit {info['commit']}", "",
              f"Machine: {info['nproc']} cores, {info['cpu']}, kernel {info['kernel']}; load tool on the same cores.",
-             (f"Command: `python3 loadtest/bench.py --reps {args.reps} --duration {args.duration}` "
+             (f"Command: `python3 loadtest/bench.py --reps {args.reps} --duration {args.duration}"
+              + (f" --overload-duration {args.overload_duration}" if args.overload_duration != 10 else "")
+              + (f" --load-tool {args.load_tool}" if args.load_tool != "auto" else "") + "` "
               f"(release build; service workers: {args.workers or 'one per core'}; overload load tool: {LOAD_TOOL})."), "",
              ("Each service row's nginx figure was measured right after each of its repetitions "
              "(ratio = median of the per-repetition ratios; p99 pairs: service vs nginx)."), "",
@@ -521,15 +520,15 @@ def markdown(info, steps, rss_idle_kib, idle_rss, targets, args):
                      f"| {r['p99_ms']:.3f} | {mix} | {ratio} | {pairs} |")
     o = next(r for r in steps if r["step"].startswith("6 "))
     mix = ", ".join(f"{k}: {v}" for k, v in sorted(o["status"].items()))
-    before, held = idle_rss
+    before, held, idle_n = idle_rss
     lines += ["", (f"Overload (step 6, `{o['cmd']}`, upstream 50 ms, max_inflight 50): "
                    f"goodput **{o['goodput']:.0f}/s** (min {o['goodput_min']:.0f}, max {o['goodput_max']:.0f}), "
                    f"offered {o['offered_rps']:.0f}/s; admitted p50 {o['admitted_p50_ms']:.1f} ms, "
                    f"p99 **{o['admitted_p99_ms']:.1f} ms**; "
                    f"shed p50 {o['shed_p50_ms']:.2f} ms, p99 **{o['shed_p99_ms']:.2f} ms**; status mix {mix}."),
               (f"RSS: idle **{rss_idle_kib / 1024:.1f} MiB**, peak during overload **{o['peak_rss_kib'] / 1024:.1f} MiB**, "
-               f"with {IDLE_CONNECTIONS} idle keep-alive connections **{held / 1024:.1f} MiB** "
-               f"(from {before / 1024:.1f}: {(held - before) / IDLE_CONNECTIONS:.1f} KiB each)."), ""]
+               f"with {idle_n} idle keep-alive connections **{held / 1024:.1f} MiB** "
+               f"(from {before / 1024:.1f}: {(held - before) / idle_n:.1f} KiB each)."), ""]
     cap = next((r for r in steps if r["step"].startswith("6c")), None)
     if cap:
         lines += [(f"Capacity measured in the same run (step 6c, `{cap['cmd']}`): **{cap['capacity_rps']:.0f}/s** "
@@ -574,6 +573,16 @@ def main():
     if not have_nginx:
         print("nginx not found (apt-get install -y nginx-light): reference steps skipped")
 
+    # Step 8b holds 5000 connections open: this process and the services it starts (which inherit
+    # the limit) need the file descriptors. Where the hard limit is lower, it holds what fits.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = IDLE_CONNECTIONS + 1000
+    if soft < wanted:
+        soft = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    idle_n = min(IDLE_CONNECTIONS, soft - 1000)
+    if idle_n < IDLE_CONNECTIONS:
+        print(f"open files limited to {soft} (ulimit -Hn): step 8b holds {idle_n} connections, not {IDLE_CONNECTIONS}")
     workdir = Path(tempfile.mkdtemp(prefix="load-shed-bench-"))
     OUT.mkdir(parents=True, exist_ok=True)
     info = machine()
@@ -637,7 +646,7 @@ def main():
         svc = Service({**workers, "LOAD_SHED__SERVER__KEEP_ALIVE_SECONDS": "60"}, workdir, "idle")
         started.append(svc)
         time.sleep(1)
-        idle_rss = step_idle_connections(svc)
+        idle_rss = step_idle_connections(svc, idle_n)
         for name in ("nginx static 200", "nginx proxy hop", EVEN):
             ref = reference_step(name, steps)
             if ref:
