@@ -73,9 +73,19 @@ fn a_config_file_named_by_load_shed_config_is_layered_under_the_environment() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("failure_thresold"));
 }
 
-fn drains_in_flight_requests_on(signal: &str) {
-    let mut app = start_binary(&[("LOAD_SHED__SHUTDOWN__GRACE_SECONDS", "5")]);
+/// Starts the binary with `env` (and a grace time of 5 s), calls `before` with the api's address,
+/// sends a request of 800 ms, signals the process while it runs: the request is answered 200, the
+/// process exits 0 within the grace time and its listener is closed.
+fn drains_in_flight_requests_on(
+    signal: &str,
+    env: &[(&str, &str)],
+    before: impl FnOnce(std::net::SocketAddr),
+) {
+    let mut env = env.to_vec();
+    env.push(("LOAD_SHED__SHUTDOWN__GRACE_SECONDS", "5"));
+    let mut app = start_binary(&env);
     let api = app.api.unwrap();
+    before(api);
     let in_flight =
         std::thread::spawn(move || raw_request(api, "GET", "/client?ms=800&timeout_ms=3000"));
     std::thread::sleep(Duration::from_millis(300));
@@ -98,33 +108,21 @@ fn drains_in_flight_requests_on(signal: &str) {
 /// only for messages that may be lost at exit (its slot's release, its verdict).
 #[test]
 fn a_request_on_the_other_worker_finishes_after_the_actors_worker_has_stopped() {
-    let mut app = start_binary(&[
-        ("LOAD_SHED__API__WORKERS", "2"),
-        ("LOAD_SHED__SHUTDOWN__GRACE_SECONDS", "5"),
-    ]);
-    let api = app.api.unwrap();
-    // Connections go to the workers in turn: this one (closed at once) to the first, the actors'.
-    assert_eq!(raw_request(api, "GET", "/healthz").unwrap().0, 200);
-    let in_flight =
-        std::thread::spawn(move || raw_request(api, "GET", "/client?ms=800&timeout_ms=3000"));
-    std::thread::sleep(Duration::from_millis(300));
-    app.signal("INT");
-    let (status, body) = in_flight
-        .join()
-        .unwrap()
-        .expect("the in-flight request got an answer");
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(app.wait_exit(Duration::from_secs(5)).code(), Some(0));
+    drains_in_flight_requests_on("INT", &[("LOAD_SHED__API__WORKERS", "2")], |api| {
+        // Connections go to the workers in turn: this one (closed at once) to the first, the
+        // actors'.
+        assert_eq!(raw_request(api, "GET", "/healthz").unwrap().0, 200);
+    });
 }
 
 #[test]
 fn sigterm_drains_in_flight_requests_and_exits_0() {
-    drains_in_flight_requests_on("TERM");
+    drains_in_flight_requests_on("TERM", &[], |_| {});
 }
 
 #[test]
 fn sigint_drains_in_flight_requests_and_exits_0() {
-    drains_in_flight_requests_on("INT");
+    drains_in_flight_requests_on("INT", &[], |_| {});
 }
 
 #[test]
