@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 from harness import (
+    LOAD_TOOLS,
     ROOT,
     NotUp,
     binary_arg,
@@ -51,6 +52,7 @@ from harness import (
     get,
     git_commit,
     percentile,
+    pick_load_tool,
     require_tools,
     rss_kib,
     spawn,
@@ -74,9 +76,10 @@ def wait_port_free(port):
 
 
 class Service:
-    """The release binary in role `all`, with its settings."""
+    """The release binary (or `binary`) in role `all`, with its settings; `wrapper` runs it under
+    another program (valgrind), which may need more than the usual `up_timeout` to start."""
 
-    def __init__(self, env, workdir, name):
+    def __init__(self, env, workdir, name, binary=None, wrapper=(), up_timeout=20):
         self.api_port, self.up_port = free_port(), free_port()
         self.env = {
             "PATH": os.environ["PATH"],
@@ -86,13 +89,21 @@ class Service:
             **env,
         }
         self.log = workdir / f"{name}.log"
-        self.proc = spawn([BINARY], self.log, env=self.env)
+        self.proc = spawn([*wrapper, binary or BINARY], self.log, env=self.env)
         self.api = f"http://127.0.0.1:{self.api_port}"
         self.upstream = f"http://127.0.0.1:{self.up_port}"
-        wait_up(f"{self.api}/healthz", self.proc, "load-shed-api")
+        wait_up(f"{self.api}/healthz", self.proc, "load-shed-api", timeout=up_timeout)
 
     def rss_kib(self):
         return rss_kib(self.proc.pid)
+
+    def peak_rss_while(self, procs):
+        """The highest RSS seen (KiB, every 0.1 s) until every one of `procs` has exited."""
+        peak = self.rss_kib()
+        while any(p.poll() is None for p in procs):
+            peak = max(peak, self.rss_kib())
+            time.sleep(0.1)
+        return peak
 
     def statuses(self, path):
         """http_requests_total by status for one route, from the service's own metrics."""
@@ -186,15 +197,11 @@ def step_wrk(name, url, reps, duration, service=None, path=None, expect=None, ar
             time.sleep(0.3)
             after = service.statuses(path) if service else {}
         r["status"] = {k: int(after.get(k, 0) - before.get(k, 0)) for k in after if after.get(k, 0) - before.get(k, 0) > 0}
+        for key, ref in (("ref", reference), ("even", even)):
+            if ref:
+                r[key] = {**wrk(ref[1], duration), "name": ref[0], "url": ref[1]}
         if reference:
-            ref = wrk(reference[1], duration)
-            r["ref"] = {"name": reference[0], "rps": ref["rps"], "p50_ms": ref["p50_ms"], "p99_ms": ref["p99_ms"],
-                        "requests": ref["requests"], "non_2xx": ref["non_2xx"], "cmd": ref["cmd"], "url": reference[1]}
-            r["ratio"] = r["rps"] / ref["rps"]
-        if even:
-            ev = wrk(even[1], duration)
-            r["even"] = {"name": even[0], "rps": ev["rps"], "p50_ms": ev["p50_ms"], "p99_ms": ev["p99_ms"],
-                         "requests": ev["requests"], "non_2xx": ev["non_2xx"], "cmd": ev["cmd"], "url": even[1]}
+            r["ratio"] = r["rps"] / r["ref"]["rps"]
         runs.append(r)
     med_rps, lo, hi = summarize(runs, "rps")
     status = {}
@@ -238,6 +245,10 @@ def reference_step(name, steps):
             "status": {"2xx": sum(r["requests"] - r["non_2xx"] for r in runs)}, "runs": runs, "cmd": runs[0]["cmd"]}
 
 
+# Steps 1-3 and 5: ceilings far above 50 connections, so the hop measures a hop.
+ROOMY = {"LOAD_SHED__ADMISSION__MAX_INFLIGHT": "10000", "LOAD_SHED__ADMISSION__NORMAL_MAX_INFLIGHT": "9000",
+         "LOAD_SHED__ADMISSION__LOW_MAX_INFLIGHT": "8000", "LOAD_SHED__BREAKER__OPEN_SECONDS": "3600"}
+
 OVERLOAD_URL = "/client?ms=50&timeout_ms=1000&priority=high"
 
 
@@ -250,12 +261,8 @@ def oha(service, duration, *args):
     cmd = ["oha", "-z", f"{duration}s", *args, "--no-tui", "--output-format", "json", "--stats-success-breakdown",
            f"{service.api}{OVERLOAD_URL}"]
     path = service.log.with_suffix(".oha.json")
-    peak = service.rss_kib()
     with open(path, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)
-        while proc.poll() is None:
-            peak = max(peak, service.rss_kib())
-            time.sleep(0.1)
+        peak = service.peak_rss_while([subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)])
     report = json.loads(path.read_text())
     path.unlink()
     return report, peak, " ".join(cmd[:-1]) + " <api>" + OVERLOAD_URL
@@ -347,7 +354,6 @@ def step_overload(service, reps, duration, groups=8):
     runs = []
     clients = 400 // groups
     for _ in range(reps):
-        peak = service.rss_kib()
         procs, files = [], []
         # To files: hundreds of thousands of CSV lines would fill a pipe and block hey.
         for g in range(groups):
@@ -358,9 +364,7 @@ def step_overload(service, reps, duration, groups=8):
                     ["hey", "-z", f"{duration}s", "-c", str(clients), "-q", "20", "-o", "csv", f"{service.api}{OVERLOAD_URL}"],
                     stdout=out, stderr=subprocess.DEVNULL))
             time.sleep(0.050 / groups)
-        while any(p.poll() is None for p in procs):
-            peak = max(peak, service.rss_kib())
-            time.sleep(0.1)
+        peak = service.peak_rss_while(procs)
         by_status = {}
         for path in files:
             with open(path) as f:
@@ -558,16 +562,14 @@ def main():
     p.add_argument("--workers", type=int, default=0, help="api and upstream workers (0 = one per core)")
     p.add_argument("--no-record", action="store_true", help="do not append to loadtest/RESULTS.md")
     p.add_argument("--binary", type=binary_arg, default=str(BINARY), help="default: the release build")
-    p.add_argument("--load-tool", choices=("auto", "oha", "hey"), default="auto",
+    p.add_argument("--load-tool", choices=LOAD_TOOLS, default="auto",
                    help="for the overload steps: oha when installed (auto), else hey")
     args = p.parse_args()
     BINARY = args.binary
     require_tools(("wrk", "hey"), "apt-get install -y wrk hey nginx-light")
     global LOAD_TOOL
-    LOAD_TOOL = "oha" if args.load_tool == "oha" or (args.load_tool == "auto" and shutil.which("oha")) else "hey"
-    if LOAD_TOOL == "oha":
-        require_tools(("oha",), "cargo install --locked oha")
-    else:
+    LOAD_TOOL = pick_load_tool(args.load_tool)
+    if LOAD_TOOL == "hey":
         print("overload steps with hey (cargo install --locked oha for open-loop arrivals)")
     have_nginx = shutil.which("nginx") is not None
     if not have_nginx:
@@ -591,10 +593,7 @@ def main():
     started = []
     try:
         print(f"bench: {info['nproc']} cores, {info['cpu']}, commit {info['commit']}")
-        # Steps 1-3 and 5: ceilings far above 50 connections, so the hop measures a hop.
-        roomy = {"LOAD_SHED__ADMISSION__MAX_INFLIGHT": "10000", "LOAD_SHED__ADMISSION__NORMAL_MAX_INFLIGHT": "9000",
-                 "LOAD_SHED__ADMISSION__LOW_MAX_INFLIGHT": "8000", "LOAD_SHED__BREAKER__OPEN_SECONDS": "3600"}
-        svc = Service({**workers, **roomy}, workdir, "main")
+        svc = Service({**workers, **ROOMY}, workdir, "main")
         started.append(svc)
         time.sleep(1)
         rss_idle = svc.rss_kib()

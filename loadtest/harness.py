@@ -38,6 +38,17 @@ def require_tools(tools, install):
             sys.exit(f"{tool} not found: {install}")
 
 
+LOAD_TOOLS = ("auto", "oha", "hey")
+
+
+def pick_load_tool(choice):
+    """`--load-tool` (one of LOAD_TOOLS): oha when asked for, or when installed and `auto`; hey
+    otherwise. Exits naming the install command when the one picked is missing."""
+    tool = "oha" if choice == "oha" or (choice == "auto" and shutil.which("oha")) else "hey"
+    require_tools((tool,), "cargo install --locked oha" if tool == "oha" else "apt-get install -y hey")
+    return tool
+
+
 def git_commit():
     """The short commit of the checkout, with `-dirty` when tracked files have changed."""
     def git(*args):

@@ -18,7 +18,6 @@ Needs: apt-get install -y wrk strace; optional: linux-perf valgrind; oha or hey 
 """
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -27,47 +26,25 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import (
-    ROOT,
-    NotUp,
-    binary_arg,
-    free_port,
-    get,
-    require_tools,
-    series,
-    spawn,
-    stop,
-    wait_up,
-)
+from bench import ROOMY, Service, wrk
+from harness import ROOT, NotUp, binary_arg, require_tools
 
 URL_PATH = "/client?ms=0"
-ROOMY = {"LOAD_SHED__ADMISSION__MAX_INFLIGHT": "10000", "LOAD_SHED__ADMISSION__NORMAL_MAX_INFLIGHT": "9000",
-         "LOAD_SHED__ADMISSION__LOW_MAX_INFLIGHT": "8000", "LOAD_SHED__SHUTDOWN__DRAIN_DELAY_SECONDS": "0",
-         "RUST_LOG": "warn"}
+# As bench.py's hop step, without the drain delay (so a profiled process stops at once).
+ENV = {**ROOMY, "LOAD_SHED__SHUTDOWN__DRAIN_DELAY_SECONDS": "0"}
 
 
-class Service:
-    def __init__(self, binary, workdir, wrapper=()):
-        self.port, up = free_port(), free_port()
-        env = {"PATH": os.environ["PATH"], "LOAD_SHED__API__LISTEN": f"127.0.0.1:{self.port}",
-               "LOAD_SHED__UPSTREAM__LISTEN": f"127.0.0.1:{up}", **ROOMY}
-        self.proc = spawn([*wrapper, binary], workdir / "service.log", env=env, cwd=workdir)
-        self.base = f"http://127.0.0.1:{self.port}"
-        wait_up(f"{self.base}/healthz", self.proc, "load-shed-api", timeout=60)
-
-    def answered(self):
-        """`/client` requests answered 200 so far, from the service's own counter."""
-        _, text = get(f"{self.base}/metrics")
-        return series(text, "http_requests_total", path="/client", status="200")
-
-    def stop(self):
-        stop(self.proc, timeout=30)
+def start(binary, workdir, wrapper=()):
+    return Service(ENV, workdir, "profile", binary=binary, wrapper=wrapper, up_timeout=60)
 
 
-def wrk(url, seconds):
-    out = subprocess.run(["wrk", "-t1", "-c50", f"-d{seconds}s", url], capture_output=True, text=True,
-                         timeout=seconds + 30, check=False).stdout
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+def answered(svc):
+    """`/client` requests answered 200 so far, from the service's own counter."""
+    return svc.statuses("/client").get("200", 0)
+
+
+def rps(url, seconds):
+    return wrk(url, seconds)["rps"]
 
 
 def switches(pid):
@@ -86,12 +63,12 @@ def switches(pid):
 
 
 def context_switches(svc, seconds):
-    wrk(svc.base + URL_PATH, 1)
-    before, n0 = switches(svc.proc.pid), svc.answered()
-    rps = wrk(svc.base + URL_PATH, seconds)
-    after, n1 = switches(svc.proc.pid), svc.answered()
+    rps(svc.api + URL_PATH, 1)
+    before, n0 = switches(svc.proc.pid), answered(svc)
+    rate = rps(svc.api + URL_PATH, seconds)
+    after, n1 = switches(svc.proc.pid), answered(svc)
     n = n1 - n0
-    print(f"\n1. context switches per request ({n:.0f} requests, {rps:.0f} req/s):")
+    print(f"\n1. context switches per request ({n:.0f} requests, {rate:.0f} req/s):")
     total = 0.0
     for key in sorted(after):
         per = (after[key] - before.get(key, 0)) / n
@@ -99,20 +76,20 @@ def context_switches(svc, seconds):
         if per >= 0.01:
             print(f"   {key:<40} {per:6.2f}")
     print(f"   {'all threads':<40} {total:6.2f}")
-    return {"requests": n, "rps": rps, "per_request": round(total, 3)}
+    return {"requests": n, "rps": rate, "per_request": round(total, 3)}
 
 
 def syscalls(svc, seconds, workdir):
     require_tools(("strace",), "apt-get install -y strace")
-    wrk(svc.base + URL_PATH, 1)
+    rps(svc.api + URL_PATH, 1)
     out = workdir / "strace.txt"
-    n0 = svc.answered()
+    n0 = answered(svc)
     tracer = subprocess.Popen(["strace", "-c", "-f", "-p", str(svc.proc.pid), "-o", str(out)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
-    wrk(svc.base + URL_PATH, seconds)
+    rps(svc.api + URL_PATH, seconds)
     time.sleep(0.3)
-    n = svc.answered() - n0
+    n = answered(svc) - n0
     tracer.terminate()
     tracer.wait(timeout=30)
     calls = {}
@@ -140,10 +117,10 @@ GROUPS = [  # (label, symbol pattern) for the perf summary
 
 def perf_profile(svc, seconds, workdir):
     data = workdir / "perf.data"
-    wrk(svc.base + URL_PATH, 1)
+    rps(svc.api + URL_PATH, 1)
     rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-g", "-p", str(svc.proc.pid), "-o", str(data),
                             "--", "sleep", str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rps = wrk(svc.base + URL_PATH, seconds)
+    rate = rps(svc.api + URL_PATH, seconds)
     rec.wait(timeout=seconds + 60)
     if not data.exists():
         print("\n3. perf record produced nothing here (skipped)")
@@ -167,22 +144,22 @@ def perf_profile(svc, seconds, workdir):
             if re.search(pattern, m.group(2).strip()):
                 groups[label] += float(m.group(1))
                 break
-    print(f"\n3. CPU samples (perf, cpu-clock, {rps:.0f} req/s): kernel {kernel:.1f} %")
+    print(f"\n3. CPU samples (perf, cpu-clock, {rate:.0f} req/s): kernel {kernel:.1f} %")
     for label, share in groups.items():
         print(f"   {label:<40} {share:5.1f} %")
-    return {"rps": rps, "kernel_pct": round(kernel, 1), **{k: round(v, 1) for k, v in groups.items()}}
+    return {"rps": rate, "kernel_pct": round(kernel, 1), **{k: round(v, 1) for k, v in groups.items()}}
 
 
 def instructions(binary, workdir, requests):
     """Total user-space instructions of the process for `requests` hop requests (after warm-up)."""
     out = workdir / f"callgrind.{requests}"
-    svc = Service(binary, workdir, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"])
+    svc = start(binary, workdir, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"])
     try:
         if shutil.which("oha"):
             cmd = ["oha", "-n", str(requests), "-c", "10", "--no-tui", "--output-format", "quiet"]
         else:
             cmd = ["hey", "-n", str(requests), "-c", "10"]
-        subprocess.run([*cmd, svc.base + URL_PATH], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        subprocess.run([*cmd, svc.api + URL_PATH], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        timeout=600, check=True)
     finally:
         svc.proc.send_signal(2)  # SIGINT: no drain delay
@@ -203,7 +180,7 @@ def main():
     skip = set(filter(None, args.skip.split(",")))
     workdir = Path(tempfile.mkdtemp(prefix="load-shed-profile-"))
     print(f"profile of one hop ({URL_PATH}), role all, binary {args.binary}")
-    svc = Service(args.binary, workdir)
+    svc = start(args.binary, workdir)
     try:
         context_switches(svc, args.seconds)
         syscalls(svc, args.seconds, workdir)

@@ -21,7 +21,6 @@ import csv
 import datetime
 import math
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 from harness import (
+    LOAD_TOOLS,
     ROOT,
     NotUp,
     binary_arg,
@@ -36,7 +36,7 @@ from harness import (
     get,
     git_commit,
     percentile,
-    require_tools,
+    pick_load_tool,
     series,
     spawn,
     stop,
@@ -153,12 +153,11 @@ def main():
     p.add_argument("--record", action="store_true", help="append to loadtest/RESULTS.md")
     p.add_argument("--runs", default=",".join(f"{m}/{b}" for m, b in RUNS),
                    help="admission/breaker pairs, comma-separated (default: all four)")
-    p.add_argument("--load-tool", choices=("auto", "oha", "hey"), default="auto",
+    p.add_argument("--load-tool", choices=LOAD_TOOLS, default="auto",
                    help="oha's open-loop rate mode when installed (auto), else staggered hey processes")
     args = p.parse_args()
     global LOAD_TOOL
-    LOAD_TOOL = "oha" if args.load_tool == "oha" or (args.load_tool == "auto" and shutil.which("oha")) else "hey"
-    require_tools((LOAD_TOOL,), "cargo install --locked oha" if LOAD_TOOL == "oha" else "apt-get install -y hey")
+    LOAD_TOOL = pick_load_tool(args.load_tool)
     print(f"load: {'oha, open loop' if LOAD_TOOL == 'oha' else f'{GROUPS} staggered hey processes'}", flush=True)
     runs = [tuple(r.split("/")) for r in args.runs.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="load-shed-scenario-"))
