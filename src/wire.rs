@@ -3,6 +3,7 @@
 //! whether it may, how a query string is read, and the 400 error both answer with. Both roles
 //! depend on this module; neither imports the other.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::bounds;
@@ -47,13 +48,14 @@ impl std::error::Error for BadParam {}
 
 /// A query string as name → value, for the names a route accepts. Names and values are
 /// case-sensitive; an unknown or repeated name is an error.
-pub(crate) struct Query {
-    pairs: Vec<(&'static str, String)>,
+/// Values are borrowed from the query string unless they had to be decoded.
+pub(crate) struct Query<'q> {
+    pairs: Vec<(&'static str, Cow<'q, str>)>,
 }
 
-impl Query {
-    pub(crate) fn parse(query: &str, names: &[&'static str]) -> Result<Self, BadParam> {
-        let mut pairs: Vec<(&'static str, String)> = Vec::new();
+impl<'q> Query<'q> {
+    pub(crate) fn parse(query: &'q str, names: &[&'static str]) -> Result<Self, BadParam> {
+        let mut pairs: Vec<(&'static str, Cow<'q, str>)> = Vec::new();
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
             let Some(known) = names.iter().find(|n| **n == name) else {
                 return Err(BadParam::new(&name, "unknown parameter"));
@@ -61,7 +63,7 @@ impl Query {
             if pairs.iter().any(|(n, _)| n == known) {
                 return Err(BadParam::new(known, "repeated parameter"));
             }
-            pairs.push((known, value.into_owned()));
+            pairs.push((known, value));
         }
         Ok(Self { pairs })
     }
@@ -70,7 +72,7 @@ impl Query {
         self.pairs
             .iter()
             .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 
     /// `name` as an integer in `min..=max`, if given.
@@ -120,7 +122,7 @@ impl Overrides {
     pub(crate) const NAMES: [&'static str; 2] = ["ms", "fail_rate"];
 
     /// Reads them from a parsed query: `ms` in 0–5000, `fail_rate` a probability.
-    pub(crate) fn from_query(q: &Query) -> Result<Self, BadParam> {
+    pub(crate) fn from_query(q: &Query<'_>) -> Result<Self, BadParam> {
         Ok(Self {
             ms: q.integer("ms", 0, 5000)?,
             fail_rate: q.probability("fail_rate")?,

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::http::StatusCode;
-use actix_web::mime;
 use actix_web::HttpResponse;
 use serde::Serialize;
 use serde_json::json;
@@ -12,6 +12,7 @@ use serde_json::json;
 use super::metrics::UpstreamResult;
 use super::upstream_call::UpstreamError;
 use crate::admission::Priority;
+use crate::routes::JSON;
 use crate::wire::BadParam;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -104,8 +105,8 @@ impl Outcome {
             // The fail-fast answers are fixed text: no allocation on the paths that must be cheapest.
             Outcome::Shed { priority } => {
                 return res
-                    .insert_header(("Retry-After", "1"))
-                    .content_type(mime::APPLICATION_JSON)
+                    .insert_header((RETRY_AFTER, HeaderValue::from_static("1")))
+                    .insert_header(JSON)
                     .body(match priority {
                         Priority::High => r#"{"error":"overloaded","priority":"high"}"#,
                         Priority::Normal => r#"{"error":"overloaded","priority":"normal"}"#,
@@ -114,8 +115,8 @@ impl Outcome {
             }
             Outcome::BreakerOpen { retry_after } => {
                 return res
-                    .insert_header(("Retry-After", retry_after_seconds(retry_after)))
-                    .content_type(mime::APPLICATION_JSON)
+                    .insert_header((RETRY_AFTER, retry_after_seconds(retry_after)))
+                    .insert_header(JSON)
                     .body(r#"{"error":"circuit open"}"#);
             }
             Outcome::UpstreamStatus(code) => {

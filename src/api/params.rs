@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderName};
 use actix_web::HttpRequest;
 
 use crate::admission::Priority;
@@ -42,8 +42,12 @@ pub(crate) struct WorkParams {
 }
 
 /// One header value at most, as visible ASCII.
-fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, BadParam> {
-    let mut values = headers.get_all(name);
+fn single_header<'h>(
+    headers: &'h HeaderMap,
+    name: &'static str,
+) -> Result<Option<&'h str>, BadParam> {
+    // A static name: looking a header up by text would parse (and copy) the name on every call.
+    let mut values = headers.get_all(HeaderName::from_static(name));
     let Some(first) = values.next() else {
         return Ok(None);
     };
@@ -65,7 +69,7 @@ fn name_of(header: &str) -> &'static str {
 }
 
 /// `priority` from the query, else `X-Priority`, else normal.
-fn priority(query: &Query, headers: &HeaderMap) -> Result<Priority, BadParam> {
+fn priority(query: &Query<'_>, headers: &HeaderMap) -> Result<Priority, BadParam> {
     let (name, value) = match query.get("priority") {
         Some(v) => ("priority", Some(v)),
         None => ("X-Priority", single_header(headers, PRIORITY_HEADER)?),
