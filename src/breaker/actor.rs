@@ -1,7 +1,9 @@
 //! `BreakerActor` owns the [`CircuitBreaker`] and is its only writer: it decides HalfOpen probes,
-//! takes every call's verdict, publishes the [`BreakerGate`] and the breaker metrics. Handlers hold
-//! a [`BreakerHandle`]; a call let through is a [`Pass`] that returns its ticket exactly once.
+//! takes every call's verdict (but the successes it would ignore, see [`BreakerGate::must_send`]),
+//! publishes the [`BreakerGate`] and the breaker metrics. Handlers hold a [`BreakerHandle`]; a call
+//! let through is a [`Pass`] that returns its ticket exactly once.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +21,7 @@ const MAILBOX_CAPACITY: usize = 1024;
 
 /// Asks to let one call through (sent only when the gate cannot decide).
 #[derive(Message)]
-#[rtype(result = "Result<Pass, Rejected>")]
+#[rtype(result = "Result<Pass<'static>, Rejected>")]
 pub(crate) struct Allow;
 
 /// A call's outcome, with the ticket it was let through on.
@@ -64,6 +66,8 @@ impl BreakerActor {
     fn changed(&mut self, ctx: &mut Context<Self>) {
         let state = self.machine.state();
         self.gate.publish(self.machine.generation(), state);
+        self.gate
+            .settle(self.machine.success_changes_nothing(), false);
         self.metrics.entered(state);
         log::warn!("circuit breaker is now {}", state.label());
         if let State::Open { probe_at } = state {
@@ -84,12 +88,14 @@ impl Actor for BreakerActor {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.gate
             .publish(self.machine.generation(), self.machine.state());
+        self.gate
+            .settle(self.machine.success_changes_nothing(), false);
         self.metrics.show(self.machine.state());
     }
 }
 
 impl Handler<Allow> for BreakerActor {
-    type Result = Result<Pass, Rejected>;
+    type Result = Result<Pass<'static>, Rejected>;
 
     fn handle(&mut self, _: Allow, ctx: &mut Self::Context) -> Self::Result {
         let generation = self.machine.generation();
@@ -97,8 +103,14 @@ impl Handler<Allow> for BreakerActor {
         if self.machine.generation() != generation {
             self.changed(ctx);
         }
-        // Built here, with its own address: if the asker is gone, dropping the Pass returns the ticket.
-        decision.map(|ticket| Pass::new(ticket, ctx.address()))
+        // Built here, with its own handle: if the asker is gone, dropping the Pass returns the ticket.
+        decision.map(|ticket| {
+            let handle = BreakerHandle {
+                addr: ctx.address(),
+                gate: self.gate.clone(),
+            };
+            Pass::new(ticket, Cow::Owned(handle))
+        })
     }
 }
 
@@ -112,6 +124,10 @@ impl Handler<Record> for BreakerActor {
         if changed {
             self.changed(ctx);
         }
+        self.gate.settle(
+            self.machine.success_changes_nothing(),
+            msg.verdict == Verdict::Failure,
+        );
         self.publish_rates();
     }
 }
@@ -125,36 +141,39 @@ impl Handler<Abandon> for BreakerActor {
 }
 
 /// A call let through by the breaker. [`Pass::finish`] reports its verdict; dropping it unfinished
-/// (the client went away) frees its probe slot without a verdict.
-pub(crate) struct Pass {
+/// (the client went away) frees its probe slot without a verdict. A pass let through by the gate
+/// borrows the route's handle (no address cloned per call); one the actor let through owns one.
+pub(crate) struct Pass<'h> {
     ticket: Option<Ticket>,
-    addr: Addr<BreakerActor>,
+    handle: Cow<'h, BreakerHandle>,
 }
 
-impl Pass {
-    fn new(ticket: Ticket, addr: Addr<BreakerActor>) -> Self {
+impl<'h> Pass<'h> {
+    fn new(ticket: Ticket, handle: Cow<'h, BreakerHandle>) -> Self {
         Self {
             ticket: Some(ticket),
-            addr,
+            handle,
         }
     }
 
     pub(crate) fn finish(mut self, verdict: Verdict, elapsed: Duration) {
         if let Some(ticket) = self.ticket.take() {
-            self.addr.do_send(Record {
-                ticket,
-                verdict,
-                elapsed,
-            });
+            if self.handle.gate.must_send(verdict, ticket.is_probe()) {
+                self.handle.addr.do_send(Record {
+                    ticket,
+                    verdict,
+                    elapsed,
+                });
+            }
         }
     }
 }
 
-impl Drop for Pass {
+impl Drop for Pass<'_> {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
             if ticket.is_probe() {
-                self.addr.do_send(Abandon { ticket });
+                self.handle.addr.do_send(Abandon { ticket });
             }
         }
     }
@@ -191,7 +210,7 @@ impl BreakerHandle {
     /// Lets a call through or refuses it by asking the actor whatever the gate says. The actor
     /// takes messages in order, so verdicts this task sent before (with `do_send`) are counted
     /// first: a retry right after a failure sees the breaker that failure may have opened.
-    pub(crate) async fn allow_after_verdicts(&self) -> Result<Pass, Rejected> {
+    pub(crate) async fn allow_after_verdicts(&self) -> Result<Pass<'_>, Rejected> {
         match self.addr.send(Allow).await {
             Ok(decision) => decision,
             Err(_) => Err(Rejected {
@@ -202,10 +221,10 @@ impl BreakerHandle {
 
     /// Lets a call through or refuses it. Closed and Open are decided from the gate; HalfOpen asks
     /// the actor.
-    pub(crate) async fn allow(&self) -> Result<Pass, Rejected> {
+    pub(crate) async fn allow(&self) -> Result<Pass<'_>, Rejected> {
         match self.gate.view(Instant::now()) {
             GateView::Closed { generation } => {
-                Ok(Pass::new(Ticket::closed(generation), self.addr.clone()))
+                Ok(Pass::new(Ticket::closed(generation), Cow::Borrowed(self)))
             }
             GateView::Open { retry_after } => Err(Rejected { retry_after }),
             GateView::AskActor => match self.addr.send(Allow).await {

@@ -79,6 +79,8 @@ impl State {
 /// Proof that a call was let through. It goes back to the breaker exactly once, with a verdict
 /// ([`CircuitBreaker::record`]) or without one ([`CircuitBreaker::abandon`]); it cannot be copied.
 #[derive(Debug, PartialEq, Eq)]
+// Tests replay tickets on copies of a machine; nothing else may copy one.
+#[cfg_attr(test, derive(Clone))]
 #[must_use = "a ticket must be returned to the breaker"]
 pub struct Ticket {
     /// The breaker's generation when the call started; outcomes of older generations are ignored.
@@ -179,6 +181,15 @@ impl CircuitBreaker {
 
     pub fn config(&self) -> &BreakerConfig {
         &self.config
+    }
+
+    /// Whether recording a success now would change nothing: Closed, under the consecutive rule,
+    /// with no failure counted since the last success or transition. (Under the failure-rate rule
+    /// every verdict enters the window, so a success always counts.)
+    pub fn success_changes_nothing(&self) -> bool {
+        matches!(self.state, State::Closed)
+            && matches!(self.config.trip, TripRule::Consecutive)
+            && self.consecutive_failures == 0
     }
 
     /// Asks to let one call through at `now`.
@@ -390,6 +401,29 @@ mod tests {
         fail(&mut b, t0);
         fail(&mut b, t0);
         assert_eq!(b.state(), State::Closed);
+    }
+
+    #[test]
+    fn a_success_changes_nothing_only_when_closed_with_no_failure_counted() {
+        let t0 = Instant::now();
+        let mut b = breaker(1);
+        assert!(b.success_changes_nothing());
+        fail(&mut b, t0);
+        assert!(!b.success_changes_nothing(), "a failure is counted");
+        let t = b.allow(t0).unwrap();
+        b.record(t, Verdict::Success, t0);
+        assert!(b.success_changes_nothing());
+        trip(&mut b, t0);
+        assert!(!b.success_changes_nothing(), "open");
+        b.tick(t0 + OPEN_FOR);
+        assert!(!b.success_changes_nothing(), "half-open");
+        let probe = b.allow(t0 + OPEN_FOR).unwrap();
+        b.record(probe, Verdict::Success, t0 + OPEN_FOR);
+        assert_eq!(b.state(), State::Closed);
+        assert!(b.success_changes_nothing(), "closed again");
+        // Under the failure-rate rule every success enters the window.
+        let rate = rate_breaker(10, 5, 0);
+        assert!(!rate.success_changes_nothing());
     }
 
     #[test]
@@ -683,6 +717,52 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 1000, failure_persistence: None, ..Default::default() })]
+
+        /// Whatever happened before: when the breaker says a success would change nothing, recording
+        /// one (of this generation or an older one) leaves it exactly as it was. Handlers rely on
+        /// this to leave such successes out (`BreakerGate::must_send`).
+        #[test]
+        fn a_success_that_changes_nothing_changes_nothing(
+            trip in rule(),
+            ops in proptest::collection::vec(op(), 1..200),
+            ms in 0u64..400,
+        ) {
+            let mut b = CircuitBreaker::new(BreakerConfig {
+                trip,
+                failure_threshold: 3,
+                open_for: OPEN_FOR,
+                half_open_probes: 2,
+            });
+            let mut now = Instant::now();
+            let mut held: Vec<Ticket> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Allow => {
+                        if let Ok(t) = b.allow(now) {
+                            held.push(t);
+                        }
+                    }
+                    Op::Record(i, verdict, ms) if !held.is_empty() => {
+                        let t = held.swap_remove(i % held.len());
+                        b.record_timed(t, verdict, Duration::from_millis(ms), now);
+                    }
+                    Op::Abandon(i) if !held.is_empty() => b.abandon(held.swap_remove(i % held.len())),
+                    Op::Record(..) | Op::Abandon(_) => {}
+                    Op::Advance(ms) => {
+                        now += Duration::from_millis(ms);
+                        b.tick(now);
+                    }
+                }
+                if b.success_changes_nothing() {
+                    for generation in [b.generation(), b.generation().saturating_sub(1)] {
+                        let mut after = b.clone();
+                        let changed = after.record_timed(Ticket::closed(generation), Verdict::Success, Duration::from_millis(ms), now);
+                        proptest::prop_assert!(!changed);
+                        proptest::prop_assert_eq!(format!("{after:?}"), format!("{b:?}"));
+                    }
+                }
+            }
+        }
 
         /// Whatever the calls, verdicts, abandons and pauses: a breaker that is not Closed becomes
         /// Closed only by the successful verdict of a probe, after `half_open_probes` of them in
