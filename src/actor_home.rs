@@ -32,11 +32,22 @@ impl ActorHome {
     where
         A: Actor<Context = Context<A>> + Send,
     {
+        self.start_with(|addr| (actor, addr))
+    }
+
+    /// [`ActorHome::start`] for an actor built with its own address: `make` gets the address and
+    /// returns the actor and what the caller keeps. (An actor holding its own address does not
+    /// stop when every other address is dropped; here they all stop with their worker anyway.)
+    pub(crate) fn start_with<A, T>(&self, make: impl FnOnce(Addr<A>) -> (A, T)) -> T
+    where
+        A: Actor<Context = Context<A>> + Send,
+    {
         let (tx, rx) = channel::channel(16);
+        let (actor, kept) = make(Addr::new(tx));
         self.lock().push(Box::new(move || {
             Context::with_receiver(rx).run(actor);
         }));
-        Addr::new(tx)
+        kept
     }
 
     /// Starts the actors not started yet on the current thread's arbiter. The first api worker

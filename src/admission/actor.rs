@@ -68,8 +68,8 @@ pub(crate) struct AdmissionActor {
     ceilings: Arc<[AtomicU32; 3]>,
     /// Adaptive mode: the limiter and the lower classes' shares of its limit.
     adaptive: Option<(GradientLimiter, Fractions)>,
-    /// Admitted permits not yet dropped: read by handlers for the fast shed.
-    inflight: Arc<AtomicU32>,
+    /// Where permits give their slots back; its in-flight count is read by handlers for the fast shed.
+    slots: Arc<Slots>,
     /// Requests waiting for a slot (`admission.queue_size`; empty and unused when 0).
     backlog: Backlog<Waiting>,
     metrics: AdmissionMetrics,
@@ -89,20 +89,19 @@ impl AdmissionActor {
             .counts(self.machine.inflight(), self.backlog.len());
     }
 
-    /// A permit for `token`, built here with the actor's address: if its asker is gone, dropping
-    /// it releases the slot.
-    fn permit(&self, token: PermitToken, ctx: &Context<Self>) -> Permit {
-        self.inflight.fetch_add(1, Ordering::AcqRel);
+    /// A permit for `token`, built here with the way back to this actor: if its asker is gone,
+    /// dropping it releases the slot.
+    fn permit(&self, token: PermitToken) -> Permit {
+        self.slots.inflight.fetch_add(1, Ordering::AcqRel);
         Permit {
             token: Some(token),
-            addr: ctx.address(),
-            inflight: self.inflight.clone(),
+            slots: self.slots.clone(),
         }
     }
 
     /// Sheds the waiters whose queue timeout has passed, gives free slots to the newest waiters
     /// that fit, then publishes the counts.
-    fn serve_backlog(&mut self, ctx: &Context<Self>) {
+    fn serve_backlog(&mut self) {
         if self.backlog.is_empty() {
             self.publish();
             return;
@@ -131,7 +130,7 @@ impl AdmissionActor {
             // As for a direct answer: granted is admitted; if the asker has just gone, the
             // returned permit is dropped here, which releases the slot (and counts it).
             self.metrics.decided(path, priority, Decision::Admitted);
-            let _ = tx.send(Ok(self.permit(token, ctx)));
+            let _ = tx.send(Ok(self.permit(token)));
         }
         self.publish();
     }
@@ -156,7 +155,7 @@ impl Handler<Acquire> for AdmissionActor {
         if let Ok(token) = self.machine.try_acquire(msg.priority) {
             self.metrics
                 .decided(msg.path, msg.priority, Decision::Admitted);
-            let permit = self.permit(token, ctx);
+            let permit = self.permit(token);
             self.publish();
             return Ok(permit);
         }
@@ -173,7 +172,7 @@ impl Handler<Acquire> for AdmissionActor {
             self.metrics.decided(path, priority, Decision::Shed);
             let _ = old.send(Err(Shed));
         }
-        ctx.run_later(self.backlog.timeout(), |act, ctx| act.serve_backlog(ctx));
+        ctx.run_later(self.backlog.timeout(), |act, _| act.serve_backlog());
         self.publish();
         Err(NotNow::Queued(rx))
     }
@@ -182,7 +181,7 @@ impl Handler<Acquire> for AdmissionActor {
 impl Handler<Sample> for AdmissionActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Sample, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Sample, _: &mut Self::Context) {
         let Some((limiter, fractions)) = &mut self.adaptive else {
             return;
         };
@@ -214,7 +213,7 @@ impl Handler<Sample> for AdmissionActor {
             self.machine
                 .set_limits(Limits::from_limit(limit, fractions));
             self.publish_limits();
-            self.serve_backlog(ctx);
+            self.serve_backlog();
         }
     }
 }
@@ -222,36 +221,42 @@ impl Handler<Sample> for AdmissionActor {
 impl Handler<Release> for AdmissionActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Release, _: &mut Self::Context) {
         self.metrics.released(msg.token.priority());
         self.machine.release(msg.token);
-        self.serve_backlog(ctx);
+        self.serve_backlog();
     }
+}
+
+/// Where a permit's slot goes back: the actor's address and the in-flight count handlers read.
+/// One per actor, shared by the handle and every permit: a permit costs one reference count, not
+/// an address of its own (an actix address clone allocates twice and counts its senders).
+struct Slots {
+    addr: Addr<AdmissionActor>,
+    /// Admitted permits not yet dropped, decremented at once on drop.
+    inflight: AtomicU32,
 }
 
 /// An admitted request's slot, given back when dropped: on success, error, timeout, or when the
 /// client goes away and actix drops the handler.
 pub(crate) struct Permit {
     token: Option<PermitToken>,
-    addr: Addr<AdmissionActor>,
-    /// The handlers' in-flight count, decremented at once on drop.
-    inflight: Arc<AtomicU32>,
+    slots: Arc<Slots>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
-            self.inflight.fetch_sub(1, Ordering::AcqRel);
-            self.addr.do_send(Release { token });
+            self.slots.inflight.fetch_sub(1, Ordering::AcqRel);
+            self.slots.addr.do_send(Release { token });
         }
     }
 }
 
-/// What a route holds: the actor's address, its published count and the ceilings.
+/// What a route holds: the actor's address and published in-flight count, and the ceilings.
 #[derive(Clone)]
 pub(crate) struct AdmissionHandle {
-    addr: Addr<AdmissionActor>,
-    inflight: Arc<AtomicU32>,
+    slots: Arc<Slots>,
     /// The ceilings in force (high, normal, low), as the actor last published them.
     ceilings: Arc<[AtomicU32; 3]>,
     /// Whether latency samples feed an adaptive limiter.
@@ -284,18 +289,23 @@ impl AdmissionHandle {
         };
         let is_adaptive = adaptive.is_some();
         let ceilings = Arc::new(Priority::ALL.map(|p| AtomicU32::new(limits.ceiling(p))));
-        let inflight = Arc::new(AtomicU32::new(0));
-        let addr = home.start(AdmissionActor {
-            machine: Admission::new(limits),
-            ceilings: ceilings.clone(),
-            adaptive,
-            inflight: inflight.clone(),
-            backlog: Backlog::new(config.backlog.size, config.backlog.timeout),
-            metrics: metrics.clone(),
+        let slots = home.start_with(|addr| {
+            let slots = Arc::new(Slots {
+                addr,
+                inflight: AtomicU32::new(0),
+            });
+            let actor = AdmissionActor {
+                machine: Admission::new(limits),
+                ceilings: ceilings.clone(),
+                adaptive,
+                slots: slots.clone(),
+                backlog: Backlog::new(config.backlog.size, config.backlog.timeout),
+                metrics: metrics.clone(),
+            };
+            (actor, slots)
         });
         Ok(Self {
-            addr,
-            inflight,
+            slots,
             ceilings,
             adaptive: is_adaptive,
             queued: config.backlog.size > 0,
@@ -307,7 +317,7 @@ impl AdmissionHandle {
     /// `started`, it took `latency`, or timed out after it.
     pub(crate) fn sample(&self, started: Instant, latency: Duration, timed_out: bool) {
         if self.adaptive {
-            self.addr.do_send(Sample {
+            self.slots.addr.do_send(Sample {
                 started,
                 latency,
                 timed_out,
@@ -316,7 +326,7 @@ impl AdmissionHandle {
     }
 
     fn has_room(&self, priority: Priority) -> bool {
-        self.inflight.load(Ordering::Acquire)
+        self.slots.inflight.load(Ordering::Acquire)
             < self.ceilings[priority.index()].load(Ordering::Acquire)
     }
 
@@ -357,7 +367,7 @@ impl AdmissionHandle {
             self.metrics.decided(path, priority, Decision::Shed);
             return Err(Shed);
         }
-        match self.addr.send(Acquire { priority, path }).await {
+        match self.slots.addr.send(Acquire { priority, path }).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(NotNow::Shed)) => Err(Shed),
             // Answered (and counted) by the actor, unless it stopped with the request queued.
