@@ -50,11 +50,13 @@ def pick_load_tool(choice):
 
 
 def git_commit():
-    """The short commit of the checkout, with `-dirty` when tracked files have changed."""
+    """The short commit of the checkout, with `-dirty` when tracked files have changed (other than
+    loadtest/RESULTS.md, where the scripts append their own records: consecutive runs stay clean)."""
     def git(*args):
         return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT, check=False).stdout.strip()
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)loadtest/RESULTS.md")
+    return commit + ("-dirty" if changed else "")
 
 
 def spawn(argv, log, **kwargs):
