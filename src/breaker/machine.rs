@@ -715,6 +715,36 @@ mod tests {
         ]
     }
 
+    /// Applies one op to `b`, with the tickets it holds and its clock. Returns the recorded
+    /// ticket's (probe, generation) and verdict when the op recorded one.
+    fn apply(
+        b: &mut CircuitBreaker,
+        held: &mut Vec<Ticket>,
+        now: &mut Instant,
+        op: Op,
+    ) -> Option<(bool, u64, Verdict)> {
+        match op {
+            Op::Allow => {
+                if let Ok(t) = b.allow(*now) {
+                    held.push(t);
+                }
+            }
+            Op::Record(i, verdict, ms) if !held.is_empty() => {
+                let t = held.swap_remove(i % held.len());
+                let recorded = (t.is_probe(), t.generation(), verdict);
+                b.record_timed(t, verdict, Duration::from_millis(ms), *now);
+                return Some(recorded);
+            }
+            Op::Abandon(i) if !held.is_empty() => b.abandon(held.swap_remove(i % held.len())),
+            Op::Record(..) | Op::Abandon(_) => {}
+            Op::Advance(ms) => {
+                *now += Duration::from_millis(ms);
+                b.tick(*now);
+            }
+        }
+        None
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 1000, failure_persistence: None, ..Default::default() })]
 
@@ -736,23 +766,7 @@ mod tests {
             let mut now = Instant::now();
             let mut held: Vec<Ticket> = Vec::new();
             for op in ops {
-                match op {
-                    Op::Allow => {
-                        if let Ok(t) = b.allow(now) {
-                            held.push(t);
-                        }
-                    }
-                    Op::Record(i, verdict, ms) if !held.is_empty() => {
-                        let t = held.swap_remove(i % held.len());
-                        b.record_timed(t, verdict, Duration::from_millis(ms), now);
-                    }
-                    Op::Abandon(i) if !held.is_empty() => b.abandon(held.swap_remove(i % held.len())),
-                    Op::Record(..) | Op::Abandon(_) => {}
-                    Op::Advance(ms) => {
-                        now += Duration::from_millis(ms);
-                        b.tick(now);
-                    }
-                }
+                apply(&mut b, &mut held, &mut now, op);
                 if b.success_changes_nothing() {
                     for generation in [b.generation(), b.generation().saturating_sub(1)] {
                         let mut after = b.clone();
@@ -786,30 +800,10 @@ mod tests {
                 let before = b.state();
                 let generation = b.generation();
                 let mut closing_probe = false;
-                match op {
-                    Op::Allow => {
-                        if let Ok(t) = b.allow(now) {
-                            held.push(t);
-                        }
-                    }
-                    Op::Record(i, verdict, ms) if !held.is_empty() => {
-                        let t = held.swap_remove(i % held.len());
-                        let current_probe = t.is_probe() && t.generation() == generation;
-                        if current_probe && verdict == Verdict::Success {
-                            successful_probes += 1;
-                            closing_probe = true;
-                        }
-                        b.record_timed(t, verdict, Duration::from_millis(ms), now);
-                    }
-                    Op::Abandon(i) if !held.is_empty() => {
-                        let t = held.swap_remove(i % held.len());
-                        b.abandon(t);
-                    }
-                    Op::Record(..) | Op::Abandon(_) => {}
-                    Op::Advance(ms) => {
-                        now += Duration::from_millis(ms);
-                        b.tick(now);
-                    }
+                let recorded = apply(&mut b, &mut held, &mut now, op);
+                if recorded == Some((true, generation, Verdict::Success)) {
+                    successful_probes += 1;
+                    closing_probe = true;
                 }
                 // HalfOpen may come from ticking inside allow(); it does not change the count.
                 if before != State::HalfOpen && b.state() == State::HalfOpen {
