@@ -6,13 +6,18 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use actix_web::http::header::HeaderName;
+
 use crate::bounds;
 
+// The header names are `HeaderName`s, not text: a lookup by `&str` parses (and, for a name that
+// is not a standard one, copies) the name on every call.
+
 /// The caller's priority class, as a header (the `priority` parameter wins over it).
-pub(crate) const PRIORITY_HEADER: &str = "x-priority";
+pub(crate) const PRIORITY_HEADER: HeaderName = HeaderName::from_static("x-priority");
 /// The caller's remaining budget in milliseconds (deadline propagation). The api sends its
 /// timeout in force to the dependency under this name, which stops work nobody will read.
-pub(crate) const BUDGET_HEADER: &str = "x-request-timeout-ms";
+pub(crate) const BUDGET_HEADER: HeaderName = HeaderName::from_static("x-request-timeout-ms");
 
 /// Longest parameter name echoed back in an error.
 pub(crate) const MAX_ECHOED_NAME: usize = 64;

@@ -42,29 +42,27 @@ pub(crate) struct WorkParams {
 }
 
 /// One header value at most, as visible ASCII.
-fn single_header<'h>(
-    headers: &'h HeaderMap,
-    name: &'static str,
-) -> Result<Option<&'h str>, BadParam> {
-    // A static name: looking a header up by text would parse (and copy) the name on every call.
-    let mut values = headers.get_all(HeaderName::from_static(name));
+fn single_header(headers: &HeaderMap, name: HeaderName) -> Result<Option<&str>, BadParam> {
+    let shown = name_of(&name);
+    let mut values = headers.get_all(name);
     let Some(first) = values.next() else {
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(BadParam::new(name_of(name), "repeated header"));
+        return Err(BadParam::new(shown, "repeated header"));
     }
     first
         .to_str()
         .map(Some)
-        .map_err(|_| BadParam::new(name_of(name), "must be visible ASCII"))
+        .map_err(|_| BadParam::new(shown, "must be visible ASCII"))
 }
 
 /// The header's conventional spelling for error messages.
-fn name_of(header: &str) -> &'static str {
-    match header {
-        PRIORITY_HEADER => "X-Priority",
-        _ => "X-Request-Timeout-Ms",
+fn name_of(header: &HeaderName) -> &'static str {
+    if *header == PRIORITY_HEADER {
+        "X-Priority"
+    } else {
+        "X-Request-Timeout-Ms"
     }
 }
 
@@ -312,7 +310,7 @@ mod tests {
 mod properties {
     use super::*;
     use crate::wire::MAX_ECHOED_NAME;
-    use actix_web::http::header::{HeaderName, HeaderValue};
+    use actix_web::http::header::HeaderValue;
     use proptest::prelude::*;
 
     const DEFAULTS: ClientDefaults = ClientDefaults {
@@ -364,7 +362,7 @@ mod properties {
         for (name, bytes) in [(PRIORITY_HEADER, priority), (BUDGET_HEADER, budget)] {
             // Bytes that cannot be a header value never reach the handler (actix rejects them).
             if let Some(v) = bytes.and_then(|b| HeaderValue::from_bytes(&b).ok()) {
-                h.insert(HeaderName::from_static(name), v);
+                h.insert(name, v);
             }
         }
         h

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use awc::error::{ConnectError, PayloadError, SendRequestError};
-use awc::http::header::{HeaderName, HeaderValue};
+use awc::http::header::HeaderValue;
 use serde::Deserialize;
 
 use crate::wire::{Overrides, BUDGET_HEADER};
@@ -66,11 +66,7 @@ pub(crate) async fn call(
         let budget = u64::try_from(req.timeout.as_millis()).unwrap_or(u64::MAX);
         let mut res = client
             .get(req.url())
-            // A static name: parsing a custom name from text would allocate on every call.
-            .insert_header((
-                HeaderName::from_static(BUDGET_HEADER),
-                HeaderValue::from(budget),
-            ))
+            .insert_header((BUDGET_HEADER, HeaderValue::from(budget)))
             .send()
             .await
             .map_err(from_send_error)?;

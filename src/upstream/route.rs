@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use actix_web::http::header::HeaderName;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
@@ -37,7 +36,7 @@ pub(crate) async fn upstream(req: HttpRequest, sim: web::Data<Simulator>) -> Htt
     let arrived = Instant::now();
     let deadline = req
         .headers()
-        .get(HeaderName::from_static(BUDGET_HEADER))
+        .get(BUDGET_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .map(|ms| arrived + Duration::from_millis(ms) + DEADLINE_SLACK);
