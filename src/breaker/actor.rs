@@ -62,12 +62,19 @@ impl BreakerActor {
             .rates(self.machine.failure_rate(), self.machine.slow_call_rate());
     }
 
+    /// Publishes the machine to the gate: state and generation, and whether a success would
+    /// change nothing.
+    fn publish(&self) {
+        self.gate
+            .publish(self.machine.generation(), self.machine.state());
+        self.gate
+            .settle(self.machine.success_changes_nothing(), false);
+    }
+
     /// Publishes a transition: gate, gauge, counter, log, and the timer that half-opens it.
     fn changed(&mut self, ctx: &mut Context<Self>) {
         let state = self.machine.state();
-        self.gate.publish(self.machine.generation(), state);
-        self.gate
-            .settle(self.machine.success_changes_nothing(), false);
+        self.publish();
         self.metrics.entered(state);
         log::warn!("circuit breaker is now {}", state.label());
         if let State::Open { probe_at } = state {
@@ -86,10 +93,7 @@ impl Actor for BreakerActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        self.gate
-            .publish(self.machine.generation(), self.machine.state());
-        self.gate
-            .settle(self.machine.success_changes_nothing(), false);
+        self.publish();
         self.metrics.show(self.machine.state());
     }
 }

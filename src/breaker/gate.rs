@@ -198,7 +198,7 @@ mod verdicts_left_out {
     }
 
     impl World {
-        /// The actor publishes after a transition (as `BreakerActor::changed`).
+        /// The actor publishes the machine (as `BreakerActor::publish`, on start and transitions).
         fn changed(&self) {
             self.gate
                 .publish(self.machine.generation(), self.machine.state());
