@@ -126,6 +126,14 @@ class Service:
 class Nginx:
     def __init__(self, workdir, upstream_port):
         self.port, self.even_port = free_port(), free_port()
+        # Both servers answer the same two locations.
+        locations = """
+    location = /static { default_type application/json; return 200 '{"ok":true}'; }
+    location /upstream {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }"""
         conf = workdir / "nginx.conf"
         conf.write_text(f"""
 worker_processes 2;
@@ -137,26 +145,14 @@ http {{
   keepalive_requests 1000000;
   upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}
   server {{
-    listen 127.0.0.1:{self.port};
-    location = /static {{ default_type application/json; return 200 '{{"ok":true}}'; }}
-    location /upstream {{
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }}
+    listen 127.0.0.1:{self.port};{locations}
   }}
   # The same answers with the connections spread evenly over both workers (one accept queue per
   # worker), as actix spreads its connections: the like-for-like reference. Plain nginx's one
   # queue often leaves nearly every connection on one worker, which then runs beside wrk as one
   # busy worker on two cores: faster here (up to 1.5x), and by chance.
   server {{
-    listen 127.0.0.1:{self.even_port} reuseport;
-    location = /static {{ default_type application/json; return 200 '{{"ok":true}}'; }}
-    location /upstream {{
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }}
+    listen 127.0.0.1:{self.even_port} reuseport;{locations}
   }}
 }}
 """)
