@@ -17,10 +17,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench import ROOMY, Nginx, Service, wrk
+from bench import Nginx, Service, wrk
 from harness import binary_arg, require_tools
-
-ENV = {**ROOMY, "LOAD_SHED__SHUTDOWN__DRAIN_DELAY_SECONDS": "0"}
+from profile_hop import ENV  # the hop step's settings, stopping at once
 
 
 def one_round(binary, workdir, name, seconds):
