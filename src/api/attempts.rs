@@ -5,55 +5,30 @@
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
-use super::metrics::UpstreamResult;
-use super::outcome::Outcome;
+use super::call_result::CallResult;
 use super::params::ClientParams;
-use super::upstream_call::{self, UpstreamError, UpstreamRequest};
+use super::upstream_call::{self, UpstreamRequest};
 use super::ApiState;
-use crate::retry::{full_jitter, AttemptKind, AttemptResult, Retries, RetryOn};
+use crate::retry::{full_jitter, AttemptKind, AttemptResult, Retries};
 
-/// How one attempt ended.
-enum Attempted {
-    /// The breaker let it through and it got an answer, or failed.
-    Done(Done),
-    /// The breaker refused it; the next probe is this far away.
+/// How a request's attempts ended.
+pub(super) enum Attempted {
+    /// The call the caller's answer comes from: the last one made, or a hedge race's winner.
+    Called(CallResult),
+    /// The breaker refused the first attempt; the next probe is this far away.
     Refused(Duration),
-}
-
-struct Done {
-    outcome: Outcome,
-    /// What kind of failure it was, for `retry.on` (`None`: a success).
-    failure: Option<Failure>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failure {
-    Transport,
-    /// A non-2xx status; only 5xx may be retried.
-    Status(u16),
-    Timeout,
-}
-
-impl Failure {
-    fn retryable(self, on: RetryOn) -> bool {
-        match self {
-            Failure::Transport => on.transport,
-            Failure::Status(code) => on.status_5xx && (500..600).contains(&code),
-            Failure::Timeout => on.timeout,
-        }
-    }
 }
 
 impl Attempted {
     fn succeeded(&self) -> bool {
-        matches!(self, Attempted::Done(Done { failure: None, .. }))
+        matches!(self, Attempted::Called(call) if call.succeeded())
     }
 
     /// Of two attempts that did not succeed, the one to answer with: an answer over a refusal.
     fn or(self, other: Attempted) -> Attempted {
         match self {
             Attempted::Refused(_) => other,
-            done => done,
+            called => called,
         }
     }
 }
@@ -93,8 +68,8 @@ impl Timing {
     }
 }
 
-/// Calls the dependency for a request already admitted and returns how the request ends.
-pub(super) async fn call(state: &ApiState, http: &awc::Client, params: &ClientParams) -> Outcome {
+/// Calls the dependency for a request already admitted and says how its attempts ended.
+pub(super) async fn call(state: &ApiState, http: &awc::Client, params: &ClientParams) -> Attempted {
     let retries = &state.retries;
     let config = retries.config;
     let timing = Timing::new(
@@ -103,24 +78,20 @@ pub(super) async fn call(state: &ApiState, http: &awc::Client, params: &ClientPa
         params.full_timeout,
     );
     if !config.enabled() {
-        return match attempt(state, http, params, AttemptKind::First, &timing).await {
-            Attempted::Done(done) => done.outcome,
-            Attempted::Refused(retry_after) => super::breaker_open(state, retry_after),
-        };
+        return attempt(state, http, params, AttemptKind::First, &timing).await;
     }
     retries.deposit();
     let first = match config.hedge_after {
         Some(after) => hedged(state, http, params, &timing, after).await,
         None => attempt(state, http, params, AttemptKind::First, &timing).await,
     };
-    let mut done = match first {
-        Attempted::Done(done) => done,
-        Attempted::Refused(retry_after) => return super::breaker_open(state, retry_after),
+    let Attempted::Called(mut call) = first else {
+        return first;
     };
     let mut made = 1;
-    while let Some(failure) = done.failure {
+    while !call.succeeded() {
         if made >= config.max_attempts
-            || !failure.retryable(config.on)
+            || !call.retryable(config.on)
             || state.breaker.refusing().is_some()
         {
             break;
@@ -137,12 +108,12 @@ pub(super) async fn call(state: &ApiState, http: &awc::Client, params: &ClientPa
         actix_web::rt::time::sleep(backoff).await;
         made += 1;
         match attempt(state, http, params, AttemptKind::Retry, &timing).await {
-            Attempted::Done(next) => done = next,
+            Attempted::Called(next) => call = next,
             // Opened meanwhile: the caller gets the last answer it would have had.
             Attempted::Refused(_) => break,
         }
     }
-    done.outcome
+    Attempted::Called(call)
 }
 
 /// Whether, after waiting `wait`, the request has time left for a useful attempt: at least
@@ -213,30 +184,14 @@ async fn attempt(
     )
     .await;
     let elapsed = started.elapsed();
-    let failure = match &result {
-        Ok(_) => None,
-        Err(UpstreamError::Transport(_)) => Some(Failure::Transport),
-        Err(UpstreamError::Status(code)) => Some(Failure::Status(*code)),
-        Err(UpstreamError::Timeout) => Some(Failure::Timeout),
-    };
-    let judged = super::client::judge(result, params, full);
-    pass.finish(judged.verdict, elapsed);
-    if let Some(timed_out) = judged.latency_sample {
+    let call = CallResult::read(result, full);
+    pass.finish(call.verdict(), elapsed);
+    if let Some(timed_out) = call.latency_sample() {
         state.admission.sample(started, elapsed, timed_out);
     }
-    state.record_upstream(&judged.outcome, Some(elapsed));
-    counted.ended(match judged.outcome.upstream_result() {
-        Some(UpstreamResult::Ok) => AttemptResult::Ok,
-        Some(UpstreamResult::Error) => AttemptResult::Error,
-        Some(UpstreamResult::Timeout) => AttemptResult::Timeout,
-        Some(UpstreamResult::Transport) => AttemptResult::Transport,
-        // A call that was made always has one of the four above.
-        Some(UpstreamResult::BreakerOpen) | None => AttemptResult::Cancelled,
-    });
-    Attempted::Done(Done {
-        outcome: judged.outcome,
-        failure,
-    })
+    state.upstream_metrics.record(call.label(), Some(elapsed));
+    counted.ended(call.attempt_result());
+    Attempted::Called(call)
 }
 
 /// Counts an attempt in `upstream_attempts_total` exactly once: with its result, or as

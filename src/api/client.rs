@@ -4,11 +4,13 @@ use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use std::time::Duration;
+
+use super::attempts::{self, Attempted};
+use super::metrics::UpstreamResult;
 use super::outcome::Outcome;
 use super::params::ClientParams;
-use super::upstream_call::UpstreamError;
-use super::{attempts, ApiState, CLIENT};
-use crate::breaker::Verdict;
+use super::{ApiState, CLIENT};
 use crate::metrics::ClientClosedGuard;
 
 pub(crate) async fn client(
@@ -43,7 +45,7 @@ async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome
         if let Err(shed) = state.admit_without_slot(CLIENT, params.priority) {
             return shed;
         }
-        return super::breaker_open(state, retry_after);
+        return refused(state, retry_after);
     }
     let asked = Instant::now();
     let permit = match state.admit(CLIENT, params.priority).await {
@@ -57,113 +59,18 @@ async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome
     {
         return Outcome::DeadlineTooShort;
     }
-    let outcome = attempts::call(state, http, &params).await;
+    let attempted = attempts::call(state, http, &params).await;
     drop(permit);
-    outcome
-}
-
-/// What one upstream call's result means to each party that learns of it.
-pub(super) struct Judged {
-    /// For the breaker.
-    pub verdict: Verdict,
-    /// For the adaptive limiter: `Some(timed_out)` when the call says something about the
-    /// dependency's latency, `None` when it says nothing.
-    pub latency_sample: Option<bool>,
-    /// For the caller and the metrics.
-    pub outcome: Outcome,
-}
-
-/// The one rule for reading a result. A timeout counts against the dependency only when the
-/// timeout in force was the full one (`full_timeout`): a caller's own shorter deadline must neither open the
-/// breaker for everyone else nor teach the limiter a latency. A refused or broken connection is
-/// a failure to the breaker but says nothing about how loaded the dependency is.
-pub(super) fn judge(
-    result: Result<Option<u64>, UpstreamError>,
-    params: &ClientParams,
-    full_timeout: bool,
-) -> Judged {
-    let (verdict, latency_sample) = match &result {
-        Ok(_) => (Verdict::Success, Some(false)),
-        Err(UpstreamError::Status(_)) => (Verdict::Failure, Some(false)),
-        Err(UpstreamError::Timeout) if full_timeout => (Verdict::Failure, Some(true)),
-        Err(UpstreamError::Timeout) => (Verdict::Neutral, None),
-        Err(UpstreamError::Transport(why)) => {
-            log::debug!("upstream transport failure: {why}");
-            (Verdict::Failure, None)
-        }
-    };
-    let outcome = match result {
-        Ok(reported_ms) => Outcome::Ok {
-            ms: reported_ms.or(params.overrides.ms),
-            priority: params.priority,
-        },
-        Err(e) => Outcome::from(e),
-    };
-    Judged {
-        verdict,
-        latency_sample,
-        outcome,
+    match attempted {
+        Attempted::Called(call) => call.outcome(params.priority, params.overrides.ms),
+        Attempted::Refused(retry_after) => refused(state, retry_after),
     }
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use crate::api::params::ClientDefaults;
-    use actix_web::http::header::HeaderMap;
-    use std::time::Duration;
-
-    fn params(query: &str) -> ClientParams {
-        let defaults = ClientDefaults {
-            timeout: Duration::from_millis(200),
-            min_budget: Duration::ZERO,
-        };
-        ClientParams::parse(query, &HeaderMap::new(), defaults).unwrap()
-    }
-
-    #[test]
-    fn each_result_is_judged_once_for_breaker_limiter_and_caller() {
-        let full = params("");
-        let short = params("timeout_ms=50");
-        let cases = [
-            (Ok(Some(7)), &full, Verdict::Success, Some(false), 200),
-            (
-                Err(UpstreamError::Status(503)),
-                &full,
-                Verdict::Failure,
-                Some(false),
-                502,
-            ),
-            (
-                Err(UpstreamError::Timeout),
-                &full,
-                Verdict::Failure,
-                Some(true),
-                504,
-            ),
-            // A caller's own short deadline: a 504 for it, nothing for anyone else.
-            (
-                Err(UpstreamError::Timeout),
-                &short,
-                Verdict::Neutral,
-                None,
-                504,
-            ),
-            (
-                Err(UpstreamError::Transport("reset".into())),
-                &full,
-                Verdict::Failure,
-                None,
-                502,
-            ),
-        ];
-        for (result, p, verdict, sample, status) in cases {
-            let what = format!("{result:?}, full timeout {}", p.full_timeout);
-            let judged = judge(result, p, p.full_timeout);
-            assert_eq!(judged.verdict, verdict, "{what}");
-            assert_eq!(judged.latency_sample, sample, "{what}");
-            assert_eq!(judged.outcome.status().as_u16(), status, "{what}");
-        }
-    }
+/// A `/client` refused by the breaker, before or at its first attempt: counted as `breaker_open`.
+fn refused(state: &ApiState, retry_after: Duration) -> Outcome {
+    state
+        .upstream_metrics
+        .record(UpstreamResult::BreakerOpen, None);
+    Outcome::BreakerOpen { retry_after }
 }

@@ -1,21 +1,21 @@
 //! The api role: `GET /client` (validate → admit → breaker → upstream call) and `POST /work`.
 //!
 //! - [`params`]: parameter parsing and validation.
-//! - [`outcome`]: the one mapping from how a request ended to status, headers, body and label.
-//! - [`upstream_call`]: the awc call with its deadline and body cap.
 //! - [`client`], [`work`]: the two handlers.
 //! - [`attempts`]: a request's calls to the dependency: one, or retries and a hedge (`retry.*`).
+//! - [`upstream_call`]: the awc call with its deadline and body cap.
+//! - [`call_result`]: how one call ended, read once; verdict, sample, labels and answer follow.
+//! - [`outcome`]: the one mapping from how a request ended to status, headers and body.
 //! - [`metrics`]: `upstream_requests_total` and `upstream_request_duration_seconds`.
 
 mod attempts;
+mod call_result;
 mod client;
 mod metrics;
 mod outcome;
 mod params;
 mod upstream_call;
 mod work;
-
-use std::time::Duration;
 
 use actix_web::web;
 
@@ -97,20 +97,6 @@ impl ApiState {
             .admit_without_slot(path, priority)
             .map_err(|_| Outcome::Shed { priority })
     }
-
-    /// Counts a `/client` that reached the breaker; `elapsed` is the upstream call's duration.
-    fn record_upstream(&self, outcome: &Outcome, elapsed: Option<Duration>) {
-        if let Some(result) = outcome.upstream_result() {
-            self.upstream_metrics.record(result, elapsed);
-        }
-    }
-}
-
-/// A `/client` refused by the breaker: counted as `breaker_open`.
-fn breaker_open(state: &ApiState, retry_after: Duration) -> Outcome {
-    let outcome = Outcome::BreakerOpen { retry_after };
-    state.record_upstream(&outcome, None);
-    outcome
 }
 
 /// The api's routes; wrong methods get a JSON 405.

@@ -1,5 +1,4 @@
-//! The one place that maps how a request ended to its HTTP status, `Retry-After`, JSON body and
-//! `upstream_requests_total{result}` label.
+//! The one place that maps how a request ended to its HTTP status, `Retry-After` and JSON body.
 
 use std::time::Duration;
 
@@ -9,8 +8,6 @@ use actix_web::HttpResponse;
 use serde::Serialize;
 use serde_json::json;
 
-use super::metrics::UpstreamResult;
-use super::upstream_call::UpstreamError;
 use crate::admission::Priority;
 use crate::routes::JSON;
 use crate::wire::BadParam;
@@ -38,16 +35,6 @@ pub(crate) enum Outcome {
     Unavailable,
 }
 
-impl From<UpstreamError> for Outcome {
-    fn from(e: UpstreamError) -> Self {
-        match e {
-            UpstreamError::Status(code) => Outcome::UpstreamStatus(code),
-            UpstreamError::Transport(_) => Outcome::UpstreamTransport,
-            UpstreamError::Timeout => Outcome::UpstreamTimeout,
-        }
-    }
-}
-
 /// Whole seconds, rounded up, at least 1.
 fn retry_after_seconds(wait: Duration) -> u64 {
     u64::try_from(wait.as_millis().div_ceil(1000))
@@ -72,21 +59,6 @@ impl Outcome {
             Outcome::BreakerOpen { .. } | Outcome::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Outcome::UpstreamStatus(_) | Outcome::UpstreamTransport => StatusCode::BAD_GATEWAY,
             Outcome::UpstreamTimeout | Outcome::DeadlineTooShort => StatusCode::GATEWAY_TIMEOUT,
-        }
-    }
-
-    /// The `result` label, for outcomes of a `/client` that reached the breaker.
-    pub(crate) fn upstream_result(&self) -> Option<UpstreamResult> {
-        match self {
-            Outcome::Ok { .. } => Some(UpstreamResult::Ok),
-            Outcome::UpstreamStatus(_) => Some(UpstreamResult::Error),
-            Outcome::UpstreamTimeout => Some(UpstreamResult::Timeout),
-            Outcome::UpstreamTransport => Some(UpstreamResult::Transport),
-            Outcome::BreakerOpen { .. } => Some(UpstreamResult::BreakerOpen),
-            Outcome::Invalid(_)
-            | Outcome::Shed { .. }
-            | Outcome::DeadlineTooShort
-            | Outcome::Unavailable => None,
         }
     }
 
@@ -168,7 +140,7 @@ mod tests {
     }
 
     #[test]
-    fn every_outcome_has_its_documented_status_and_label() {
+    fn every_outcome_has_its_documented_status() {
         let p = Priority::Normal;
         let table = [
             (
@@ -177,7 +149,6 @@ mod tests {
                     priority: p,
                 },
                 200,
-                Some("ok"),
             ),
             (
                 Outcome::Invalid(BadParam {
@@ -185,27 +156,22 @@ mod tests {
                     error: "x".into(),
                 }),
                 400,
-                None,
             ),
-            (Outcome::Shed { priority: p }, 429, None),
+            (Outcome::Shed { priority: p }, 429),
             (
                 Outcome::BreakerOpen {
                     retry_after: Duration::from_secs(3),
                 },
                 503,
-                Some("breaker_open"),
             ),
-            (Outcome::UpstreamStatus(503), 502, Some("error")),
-            (Outcome::UpstreamTransport, 502, Some("transport")),
-            (Outcome::UpstreamTimeout, 504, Some("timeout")),
+            (Outcome::UpstreamStatus(503), 502),
+            (Outcome::UpstreamTransport, 502),
+            (Outcome::UpstreamTimeout, 504),
+            (Outcome::DeadlineTooShort, 504),
+            (Outcome::Unavailable, 503),
         ];
-        for (outcome, status, label) in table {
+        for (outcome, status) in table {
             assert_eq!(outcome.status().as_u16(), status, "{outcome:?}");
-            assert_eq!(
-                outcome.upstream_result().map(UpstreamResult::label),
-                label,
-                "{outcome:?}"
-            );
         }
     }
 }
