@@ -11,7 +11,7 @@ use actix::prelude::*;
 
 use super::gate::{BreakerGate, GateView};
 use super::machine::{BreakerConfig, CircuitBreaker, Rejected, State, Ticket, Verdict};
-use super::metrics::BreakerMetrics;
+use super::metrics::{self, BreakerMetrics};
 use crate::actor_home::ActorHome;
 use crate::metrics::Metrics;
 
@@ -56,10 +56,9 @@ impl BreakerActor {
         }
     }
 
-    /// The failure-rate rule's window, as gauges (0 under the consecutive rule).
+    /// The trip policy's window, as gauges (0 under the consecutive rule).
     fn publish_rates(&self) {
-        self.metrics
-            .rates(self.machine.failure_rate(), self.machine.slow_call_rate());
+        self.metrics.rates(self.machine.rates());
     }
 
     /// Publishes the machine to the gate: state and generation, and whether a success would
@@ -76,7 +75,7 @@ impl BreakerActor {
         let state = self.machine.state();
         self.publish();
         self.metrics.entered(state);
-        log::warn!("circuit breaker is now {}", state.label());
+        log::warn!("circuit breaker is now {}", metrics::label(state));
         if let State::Open { probe_at } = state {
             let wait = probe_at.saturating_duration_since(Instant::now());
             ctx.run_later(wait, |act, ctx| {
@@ -122,9 +121,9 @@ impl Handler<Record> for BreakerActor {
     type Result = ();
 
     fn handle(&mut self, msg: Record, ctx: &mut Self::Context) {
-        let changed =
-            self.machine
-                .record_timed(msg.ticket, msg.verdict, msg.elapsed, Instant::now());
+        let changed = self
+            .machine
+            .record(msg.ticket, msg.verdict, msg.elapsed, Instant::now());
         if changed {
             self.changed(ctx);
         }
@@ -217,6 +216,7 @@ impl BreakerHandle {
     pub(crate) async fn allow_after_verdicts(&self) -> Result<Pass<'_>, Rejected> {
         match self.addr.send(Allow).await {
             Ok(decision) => decision,
+            // The actor is gone (shutting down): refuse rather than call unguarded.
             Err(_) => Err(Rejected {
                 retry_after: Duration::from_secs(1),
             }),
@@ -231,13 +231,7 @@ impl BreakerHandle {
                 Ok(Pass::new(Ticket::closed(generation), Cow::Borrowed(self)))
             }
             GateView::Open { retry_after } => Err(Rejected { retry_after }),
-            GateView::AskActor => match self.addr.send(Allow).await {
-                Ok(decision) => decision,
-                // The actor is gone (shutting down): refuse rather than call unguarded.
-                Err(_) => Err(Rejected {
-                    retry_after: Duration::from_secs(1),
-                }),
-            },
+            GateView::AskActor => self.allow_after_verdicts().await,
         }
     }
 }

@@ -45,12 +45,6 @@ pub(crate) enum GateView {
     AskActor,
 }
 
-impl Default for BreakerGate {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl BreakerGate {
     pub(crate) fn new() -> Self {
         Self {
@@ -169,7 +163,8 @@ mod verdicts_left_out {
     use std::collections::VecDeque;
 
     use super::*;
-    use crate::breaker::machine::{BreakerConfig, CircuitBreaker, RateWindow, Ticket, TripRule};
+    use crate::breaker::failure_rate::RateWindow;
+    use crate::breaker::machine::{BreakerConfig, CircuitBreaker, Ticket, TripRule};
 
     const OPEN_FOR: Duration = Duration::from_secs(5);
 
@@ -217,7 +212,7 @@ mod verdicts_left_out {
             for msg in &self.mailbox {
                 match msg {
                     Msg::Record(t, v) => {
-                        sent.record(t.clone(), *v, self.now);
+                        sent.record(t.clone(), *v, Duration::ZERO, self.now);
                     }
                     Msg::Allow(_) => {
                         let _ = sent.allow(self.now);
@@ -225,7 +220,7 @@ mod verdicts_left_out {
                 }
             }
             let before = format!("{sent:?}");
-            let changed = sent.record(ticket, verdict, self.now);
+            let changed = sent.record(ticket, verdict, Duration::ZERO, self.now);
             if changed || format!("{sent:?}") != before {
                 return Err(format!(
                     "left out {verdict:?}, which would have changed {before}"
@@ -245,7 +240,10 @@ mod verdicts_left_out {
                 },
                 Op::Take => match self.mailbox.pop_front() {
                     Some(Msg::Record(ticket, verdict)) => {
-                        if self.machine.record(ticket, verdict, self.now) {
+                        if self
+                            .machine
+                            .record(ticket, verdict, Duration::ZERO, self.now)
+                        {
                             self.changed();
                         }
                         self.gate.settle(
@@ -291,7 +289,6 @@ mod verdicts_left_out {
         let world = World {
             machine: CircuitBreaker::new(BreakerConfig {
                 trip,
-                failure_threshold: 3,
                 open_for: OPEN_FOR,
                 half_open_probes: 2,
             }),
@@ -311,7 +308,7 @@ mod verdicts_left_out {
 
     #[test]
     fn a_failure_on_its_way_keeps_successes_coming_until_the_actor_has_taken_it() {
-        let mut w = world(TripRule::Consecutive);
+        let mut w = world(TripRule::Consecutive { threshold: 3 });
         assert!(
             !w.gate.must_send(Verdict::Success, false),
             "closed, nothing counted"
@@ -358,7 +355,7 @@ mod verdicts_left_out {
         fn a_success_is_left_out_only_where_the_actor_would_ignore_it(
             ops in proptest::collection::vec(op(), 1..300),
         ) {
-            let mut w = world(TripRule::Consecutive);
+            let mut w = world(TripRule::Consecutive { threshold: 3 });
             for op in ops {
                 if let Err(e) = w.step(op) {
                     proptest::prop_assert!(false, "{}", e);

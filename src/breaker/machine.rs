@@ -1,45 +1,40 @@
 //! The breaker's state machine. Pure: no actix, no clock; every method that depends on time takes
 //! `now`, so tests step time by adding durations.
 //!
-//! Two rules open a Closed breaker ([`TripRule`]): `failure_threshold` consecutive failures, or, as
-//! in resilience4j's count-based sliding window, a failure rate or slow-call rate at or above its
-//! threshold over the last `size` calls, once at least `minimum_calls` are in the window. Neutral
-//! verdicts never enter the window; every transition empties it. HalfOpen is the same for both:
-//! `half_open_probes` successes close, one failed probe (in rate mode, a slow one too) re-opens.
+//! Closed → Open when its trip policy ([`TripRule`], one file per policy) says so → HalfOpen once
+//! the pause is over → Closed after `half_open_probes` successful probes, Open again when one fails
+//! (or, as the policy judges, is too slow). Neutral verdicts count for nothing; every transition
+//! resets the policy and bumps the generation, so outcomes of older calls are ignored.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// The sliding window of the failure-rate rule.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RateWindow {
-    /// Calls the window holds (the last `size` verdicts).
-    pub size: u32,
-    /// Below this many calls in the window, rates are not judged.
-    pub minimum_calls: u32,
-    /// Failure share (0-1] at or above which the breaker opens.
-    pub failure_rate_threshold: f64,
-    /// A call at least this long is slow; zero turns the slow-call rule off.
-    pub slow_call: Duration,
-    /// Slow share (0-1] at or above which the breaker opens.
-    pub slow_call_rate_threshold: f64,
-}
+use super::consecutive::Consecutive;
+use super::failure_rate::{FailureRate, RateWindow};
+use super::policy::TripPolicy;
 
-/// What opens a Closed breaker.
+/// What opens a Closed breaker, with its parameters (`breaker.mode`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum TripRule {
-    /// `failure_threshold` consecutive failures.
-    Consecutive,
+    /// `threshold` consecutive failures.
+    Consecutive { threshold: u32 },
     /// A failure or slow-call rate over a sliding window of calls.
     FailureRate(RateWindow),
+}
+
+impl TripRule {
+    /// The policy this rule describes, with an empty window.
+    fn policy(self) -> Box<dyn TripPolicy> {
+        match self {
+            TripRule::Consecutive { threshold } => Box::new(Consecutive::new(threshold)),
+            TripRule::FailureRate(window) => Box::new(FailureRate::new(window)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BreakerConfig {
     /// What opens the breaker while Closed.
     pub trip: TripRule,
-    /// Consecutive failures in Closed that open the breaker (rule `Consecutive`).
-    pub failure_threshold: u32,
     /// How long Open lasts before the first probe may go through.
     pub open_for: Duration,
     /// Probe calls let through at once in HalfOpen; that many successes close the breaker.
@@ -56,28 +51,9 @@ pub enum State {
     HalfOpen,
 }
 
-impl State {
-    /// The value of the `circuit_breaker_state` gauge.
-    pub fn gauge(self) -> i64 {
-        match self {
-            State::Closed => 0,
-            State::Open { .. } => 1,
-            State::HalfOpen => 2,
-        }
-    }
-
-    /// The `to` label of `circuit_breaker_transitions_total`.
-    pub fn label(self) -> &'static str {
-        match self {
-            State::Closed => "closed",
-            State::Open { .. } => "open",
-            State::HalfOpen => "half_open",
-        }
-    }
-}
-
 /// Proof that a call was let through. It goes back to the breaker exactly once, with a verdict
-/// ([`CircuitBreaker::record`]) or without one ([`CircuitBreaker::abandon`]); it cannot be copied.
+/// ([`CircuitBreaker::record`]) or without one ([`CircuitBreaker::abandon`]); it cannot be copied,
+/// and only the breaker (or, for Closed, its published gate) makes one.
 #[derive(Debug, PartialEq, Eq)]
 // Tests replay tickets on copies of a machine; nothing else may copy one.
 #[cfg_attr(test, derive(Clone))]
@@ -91,8 +67,8 @@ pub struct Ticket {
 
 impl Ticket {
     /// A ticket for a call let through while the breaker was Closed in `generation` (read from the
-    /// published [`crate::breaker::BreakerGate`], without asking the actor).
-    pub fn closed(generation: u64) -> Self {
+    /// published gate, without asking the actor).
+    pub(crate) fn closed(generation: u64) -> Self {
         Self {
             generation,
             probe: false,
@@ -101,10 +77,6 @@ impl Ticket {
 
     pub fn is_probe(&self) -> bool {
         self.probe
-    }
-
-    pub fn generation(&self) -> u64 {
-        self.generation
     }
 }
 
@@ -131,15 +103,12 @@ pub struct CircuitBreaker {
     state: State,
     /// Bumped on every transition; tickets carry it so stale outcomes can be recognised.
     generation: u64,
-    consecutive_failures: u32,
+    /// The trip policy and its window (Closed's verdicts only).
+    policy: Box<dyn TripPolicy>,
     /// Probe slots handed out and not yet returned (HalfOpen only).
     probes_out: u32,
     /// Probes that succeeded in this HalfOpen period.
     probe_successes: u32,
-    /// Rule `FailureRate`: the last calls' (failed, slow), with running counts of each.
-    window: VecDeque<(bool, bool)>,
-    window_failures: u32,
-    window_slow: u32,
 }
 
 /// How long a caller refused in HalfOpen (all probe slots taken) should wait: the probes' verdict is
@@ -152,23 +121,15 @@ impl CircuitBreaker {
             config,
             state: State::Closed,
             generation: 0,
-            consecutive_failures: 0,
+            policy: config.trip.policy(),
             probes_out: 0,
             probe_successes: 0,
-            window: VecDeque::new(),
-            window_failures: 0,
-            window_slow: 0,
         }
     }
 
-    /// Share of failed calls in the window (rule `FailureRate`; 0 when empty).
-    pub fn failure_rate(&self) -> f64 {
-        rate(self.window_failures, self.window.len())
-    }
-
-    /// Share of slow calls in the window (rule `FailureRate`; 0 when empty).
-    pub fn slow_call_rate(&self) -> f64 {
-        rate(self.window_slow, self.window.len())
+    /// Shares of failed and of slow calls the trip policy judges by (0 when it has none).
+    pub fn rates(&self) -> (f64, f64) {
+        self.policy.rates()
     }
 
     pub fn state(&self) -> State {
@@ -179,17 +140,10 @@ impl CircuitBreaker {
         self.generation
     }
 
-    pub fn config(&self) -> &BreakerConfig {
-        &self.config
-    }
-
-    /// Whether recording a success now would change nothing: Closed, under the consecutive rule,
-    /// with no failure counted since the last success or transition. (Under the failure-rate rule
-    /// every verdict enters the window, so a success always counts.)
+    /// Whether recording a success now would change nothing: Closed, and the policy would ignore
+    /// it (the consecutive rule with no failure counted).
     pub fn success_changes_nothing(&self) -> bool {
-        matches!(self.state, State::Closed)
-            && matches!(self.config.trip, TripRule::Consecutive)
-            && self.consecutive_failures == 0
+        matches!(self.state, State::Closed) && self.policy.success_changes_nothing()
     }
 
     /// Asks to let one call through at `now`.
@@ -224,13 +178,9 @@ impl CircuitBreaker {
         }
     }
 
-    /// Takes a call's ticket back with its verdict. Returns whether the state changed.
-    pub fn record(&mut self, ticket: Ticket, verdict: Verdict, now: Instant) -> bool {
-        self.record_timed(ticket, verdict, Duration::ZERO, now)
-    }
-
-    /// [`CircuitBreaker::record`] with the call's duration, which the slow-call rule judges.
-    pub fn record_timed(
+    /// Takes a call's ticket back with its verdict and how long the call took (a policy may
+    /// judge slow calls). Returns whether the state changed.
+    pub fn record(
         &mut self,
         ticket: Ticket,
         verdict: Verdict,
@@ -240,47 +190,19 @@ impl CircuitBreaker {
         if ticket.generation != self.generation {
             return false; // the call started before the last transition
         }
-        let slow = match self.config.trip {
-            TripRule::FailureRate(w) => !w.slow_call.is_zero() && elapsed >= w.slow_call,
-            TripRule::Consecutive => false,
-        };
-        match (self.state, verdict, self.config.trip) {
-            (State::Closed, Verdict::Neutral, _) => false,
-            (State::Closed, _, TripRule::FailureRate(w)) => {
-                self.push(verdict == Verdict::Failure, slow, w.size);
-                let judged = self.window.len() >= w.minimum_calls as usize;
-                if judged
-                    && (self.failure_rate() >= w.failure_rate_threshold
-                        || (!w.slow_call.is_zero()
-                            && self.slow_call_rate() >= w.slow_call_rate_threshold))
-                {
+        match (self.state, verdict) {
+            (State::Closed, Verdict::Neutral) => false,
+            (State::Closed, _) => {
+                let trips = self.policy.record(verdict == Verdict::Failure, elapsed);
+                if trips {
                     self.open(now);
-                    return true;
                 }
-                false
+                trips
             }
-            (State::Closed, Verdict::Success, TripRule::Consecutive) => {
-                self.consecutive_failures = 0;
-                false
-            }
-            (State::Closed, Verdict::Failure, TripRule::Consecutive) => {
-                self.consecutive_failures += 1;
-                if self.consecutive_failures >= self.config.failure_threshold {
-                    self.open(now);
-                    true
-                } else {
-                    false
-                }
-            }
-            (State::HalfOpen, _, _) if ticket.probe => {
+            (State::HalfOpen, _) if ticket.probe => {
                 self.probes_out = self.probes_out.saturating_sub(1);
                 match verdict {
-                    // In rate mode a slow probe is a failed one: the dependency has not recovered.
-                    Verdict::Success if slow => {
-                        self.open(now);
-                        true
-                    }
-                    Verdict::Success => {
+                    Verdict::Success if !self.policy.fails_probe(elapsed) => {
                         self.probe_successes += 1;
                         if self.probe_successes >= self.config.half_open_probes {
                             self.enter(State::Closed);
@@ -288,7 +210,7 @@ impl CircuitBreaker {
                         }
                         false
                     }
-                    Verdict::Failure => {
+                    Verdict::Success | Verdict::Failure => {
                         self.open(now);
                         true
                     }
@@ -315,33 +237,9 @@ impl CircuitBreaker {
     fn enter(&mut self, state: State) {
         self.state = state;
         self.generation += 1;
-        self.consecutive_failures = 0;
+        self.policy.reset();
         self.probes_out = 0;
         self.probe_successes = 0;
-        self.window.clear();
-        self.window_failures = 0;
-        self.window_slow = 0;
-    }
-
-    /// Adds one verdict to the window, dropping the oldest beyond `size`.
-    fn push(&mut self, failed: bool, slow: bool, size: u32) {
-        self.window.push_back((failed, slow));
-        self.window_failures += u32::from(failed);
-        self.window_slow += u32::from(slow);
-        while self.window.len() > size as usize {
-            if let Some((f, s)) = self.window.pop_front() {
-                self.window_failures -= u32::from(f);
-                self.window_slow -= u32::from(s);
-            }
-        }
-    }
-}
-
-fn rate(count: u32, of: usize) -> f64 {
-    if of == 0 {
-        0.0
-    } else {
-        f64::from(count) / of as f64
     }
 }
 
@@ -351,11 +249,13 @@ mod tests {
     use super::*;
 
     const OPEN_FOR: Duration = Duration::from_secs(10);
+    const THRESHOLD: u32 = 3;
 
     fn breaker(probes: u32) -> CircuitBreaker {
         CircuitBreaker::new(BreakerConfig {
-            trip: TripRule::Consecutive,
-            failure_threshold: 3,
+            trip: TripRule::Consecutive {
+                threshold: THRESHOLD,
+            },
             open_for: OPEN_FOR,
             half_open_probes: probes,
         })
@@ -363,11 +263,11 @@ mod tests {
 
     fn fail(b: &mut CircuitBreaker, now: Instant) -> bool {
         let t = b.allow(now).unwrap();
-        b.record(t, Verdict::Failure, now)
+        b.record(t, Verdict::Failure, Duration::ZERO, now)
     }
 
     fn trip(b: &mut CircuitBreaker, now: Instant) {
-        for _ in 0..b.config().failure_threshold {
+        for _ in 0..THRESHOLD {
             fail(b, now);
         }
         assert!(matches!(b.state(), State::Open { .. }));
@@ -397,7 +297,7 @@ mod tests {
         fail(&mut b, t0);
         fail(&mut b, t0);
         let t = b.allow(t0).unwrap();
-        b.record(t, Verdict::Success, t0);
+        b.record(t, Verdict::Success, Duration::ZERO, t0);
         fail(&mut b, t0);
         fail(&mut b, t0);
         assert_eq!(b.state(), State::Closed);
@@ -411,14 +311,14 @@ mod tests {
         fail(&mut b, t0);
         assert!(!b.success_changes_nothing(), "a failure is counted");
         let t = b.allow(t0).unwrap();
-        b.record(t, Verdict::Success, t0);
+        b.record(t, Verdict::Success, Duration::ZERO, t0);
         assert!(b.success_changes_nothing());
         trip(&mut b, t0);
         assert!(!b.success_changes_nothing(), "open");
         b.tick(t0 + OPEN_FOR);
         assert!(!b.success_changes_nothing(), "half-open");
         let probe = b.allow(t0 + OPEN_FOR).unwrap();
-        b.record(probe, Verdict::Success, t0 + OPEN_FOR);
+        b.record(probe, Verdict::Success, Duration::ZERO, t0 + OPEN_FOR);
         assert_eq!(b.state(), State::Closed);
         assert!(b.success_changes_nothing(), "closed again");
         // Under the failure-rate rule every success enters the window.
@@ -434,7 +334,7 @@ mod tests {
         fail(&mut b, t0);
         for _ in 0..10 {
             let t = b.allow(t0).unwrap();
-            b.record(t, Verdict::Neutral, t0);
+            b.record(t, Verdict::Neutral, Duration::ZERO, t0);
         }
         assert_eq!(b.state(), State::Closed);
         fail(&mut b, t0);
@@ -465,10 +365,10 @@ mod tests {
         // Both slots taken: the next caller is refused with a short Retry-After.
         assert_eq!(b.allow(later).unwrap_err().retry_after, HALF_OPEN_RETRY);
         // One success is not enough with two probes.
-        assert!(!b.record(p1, Verdict::Success, later));
+        assert!(!b.record(p1, Verdict::Success, Duration::ZERO, later));
         assert_eq!(b.state(), State::HalfOpen);
         // The second success closes it.
-        assert!(b.record(p2, Verdict::Success, later));
+        assert!(b.record(p2, Verdict::Success, Duration::ZERO, later));
         assert_eq!(b.state(), State::Closed);
     }
 
@@ -479,7 +379,7 @@ mod tests {
         trip(&mut b, t0);
         let later = t0 + OPEN_FOR + Duration::from_secs(1);
         let p = b.allow(later).unwrap();
-        assert!(b.record(p, Verdict::Failure, later));
+        assert!(b.record(p, Verdict::Failure, Duration::ZERO, later));
         assert_eq!(
             b.state(),
             State::Open {
@@ -512,7 +412,7 @@ mod tests {
         let p = b.allow(later).unwrap();
         assert!(p.is_probe());
         // A neutral probe outcome frees the slot too.
-        assert!(!b.record(p, Verdict::Neutral, later));
+        assert!(!b.record(p, Verdict::Neutral, Duration::ZERO, later));
         assert!(b.allow(later).is_ok());
     }
 
@@ -522,7 +422,7 @@ mod tests {
         let mut b = breaker(1);
         let slow = b.allow(t0).unwrap(); // a call that will finish late
         trip(&mut b, t0);
-        assert!(!b.record(slow, Verdict::Success, t0));
+        assert!(!b.record(slow, Verdict::Success, Duration::ZERO, t0));
         assert!(matches!(b.state(), State::Open { .. }));
     }
 
@@ -535,10 +435,10 @@ mod tests {
         let later = t0 + OPEN_FOR;
         let probe = b.allow(later).unwrap();
         // A pre-trip failure arriving now must neither re-open nor free the probe slot.
-        assert!(!b.record(old, Verdict::Failure, later));
+        assert!(!b.record(old, Verdict::Failure, Duration::ZERO, later));
         assert_eq!(b.state(), State::HalfOpen);
         assert!(b.allow(later).is_err());
-        assert!(b.record(probe, Verdict::Success, later));
+        assert!(b.record(probe, Verdict::Success, Duration::ZERO, later));
         assert_eq!(b.state(), State::Closed);
     }
 
@@ -551,16 +451,16 @@ mod tests {
         let first = b.allow(t1).unwrap();
         // Another failed probe path: force re-open via a fresh probe failure is impossible here
         // (slot taken), so let the first probe fail, then half-open again.
-        assert!(b.record(first, Verdict::Failure, t1));
+        assert!(b.record(first, Verdict::Failure, Duration::ZERO, t1));
         let t2 = t1 + OPEN_FOR;
         let second = b.allow(t2).unwrap();
         let stale = Ticket {
-            generation: second.generation() - 2,
+            generation: second.generation - 2,
             probe: true,
         };
         b.abandon(stale);
         assert!(b.allow(t2).is_err(), "the stale ticket freed a slot");
-        assert!(b.record(second, Verdict::Success, t2));
+        assert!(b.record(second, Verdict::Success, Duration::ZERO, t2));
     }
 
     fn rate_breaker(size: u32, minimum_calls: u32, slow_ms: u64) -> CircuitBreaker {
@@ -572,7 +472,6 @@ mod tests {
                 slow_call: Duration::from_millis(slow_ms),
                 slow_call_rate_threshold: 0.6,
             }),
-            failure_threshold: 1, // ignored by the rate rule
             open_for: OPEN_FOR,
             half_open_probes: 1,
         })
@@ -580,7 +479,7 @@ mod tests {
 
     fn call(b: &mut CircuitBreaker, verdict: Verdict, ms: u64, now: Instant) -> bool {
         let t = b.allow(now).unwrap();
-        b.record_timed(t, verdict, Duration::from_millis(ms), now)
+        b.record(t, verdict, Duration::from_millis(ms), now)
     }
 
     #[test]
@@ -592,12 +491,12 @@ mod tests {
             assert!(!call(&mut b, Verdict::Failure, 1, t0));
         }
         assert_eq!(b.state(), State::Closed);
-        assert_eq!(b.failure_rate(), 1.0);
+        assert_eq!(b.rates().0, 1.0);
         // The fourth call brings the window to its minimum: 3 of 4 failed, 75 % >= 50 %.
         assert!(call(&mut b, Verdict::Success, 1, t0));
         assert!(matches!(b.state(), State::Open { .. }));
         // The window starts empty after the transition.
-        assert_eq!(b.failure_rate(), 0.0);
+        assert_eq!(b.rates().0, 0.0);
     }
 
     #[test]
@@ -613,17 +512,17 @@ mod tests {
         ] {
             assert!(!call(&mut b, v, 1, t0));
         }
-        assert_eq!(b.failure_rate(), 0.25);
+        assert_eq!(b.rates().0, 0.25);
         // Neutral verdicts never enter the window.
         for _ in 0..5 {
             assert!(!call(&mut b, Verdict::Neutral, 1, t0));
         }
-        assert_eq!(b.failure_rate(), 0.25);
+        assert_eq!(b.rates().0, 0.25);
         // The window slides: the failure leaves after four more successes.
         for _ in 0..4 {
             assert!(!call(&mut b, Verdict::Success, 1, t0));
         }
-        assert_eq!(b.failure_rate(), 0.0);
+        assert_eq!(b.rates().0, 0.0);
         assert_eq!(b.state(), State::Closed);
     }
 
@@ -635,7 +534,7 @@ mod tests {
         for ms in [150, 10, 150, 10] {
             assert!(!call(&mut b, Verdict::Success, ms, t0));
         }
-        assert_eq!(b.slow_call_rate(), 0.5);
+        assert_eq!(b.rates().1, 0.5);
         assert!(call(&mut b, Verdict::Success, 100, t0));
         assert!(matches!(b.state(), State::Open { .. }));
     }
@@ -648,7 +547,7 @@ mod tests {
         assert!(call(&mut b, Verdict::Failure, 1, t0));
         let later = t0 + OPEN_FOR;
         let probe = b.allow(later).unwrap();
-        assert!(b.record_timed(probe, Verdict::Success, Duration::from_millis(500), later));
+        assert!(b.record(probe, Verdict::Success, Duration::from_millis(500), later));
         assert_eq!(
             b.state(),
             State::Open {
@@ -656,7 +555,7 @@ mod tests {
             }
         );
         let probe = b.allow(later + OPEN_FOR).unwrap();
-        assert!(b.record_timed(
+        assert!(b.record(
             probe,
             Verdict::Success,
             Duration::from_millis(5),
@@ -674,7 +573,7 @@ mod tests {
         assert_eq!(b.generation(), 1);
         let p = b.allow(t0 + OPEN_FOR).unwrap();
         assert_eq!(b.generation(), 2);
-        b.record(p, Verdict::Success, t0 + OPEN_FOR);
+        b.record(p, Verdict::Success, Duration::ZERO, t0 + OPEN_FOR);
         assert_eq!(b.generation(), 3);
         assert_eq!(b.state(), State::Closed);
     }
@@ -704,7 +603,7 @@ mod tests {
     fn rule() -> impl proptest::strategy::Strategy<Value = TripRule> {
         use proptest::prelude::*;
         prop_oneof![
-            Just(TripRule::Consecutive),
+            Just(TripRule::Consecutive { threshold: 3 }),
             (1u32..10, 0u64..300).prop_map(|(minimum, slow)| TripRule::FailureRate(RateWindow {
                 size: 10,
                 minimum_calls: minimum,
@@ -731,8 +630,8 @@ mod tests {
             }
             Op::Record(i, verdict, ms) if !held.is_empty() => {
                 let t = held.swap_remove(i % held.len());
-                let recorded = (t.is_probe(), t.generation(), verdict);
-                b.record_timed(t, verdict, Duration::from_millis(ms), *now);
+                let recorded = (t.is_probe(), t.generation, verdict);
+                b.record(t, verdict, Duration::from_millis(ms), *now);
                 return Some(recorded);
             }
             Op::Abandon(i) if !held.is_empty() => b.abandon(held.swap_remove(i % held.len())),
@@ -759,7 +658,6 @@ mod tests {
         ) {
             let mut b = CircuitBreaker::new(BreakerConfig {
                 trip,
-                failure_threshold: 3,
                 open_for: OPEN_FOR,
                 half_open_probes: 2,
             });
@@ -770,7 +668,7 @@ mod tests {
                 if b.success_changes_nothing() {
                     for generation in [b.generation(), b.generation().saturating_sub(1)] {
                         let mut after = b.clone();
-                        let changed = after.record_timed(Ticket::closed(generation), Verdict::Success, Duration::from_millis(ms), now);
+                        let changed = after.record(Ticket::closed(generation), Verdict::Success, Duration::from_millis(ms), now);
                         proptest::prop_assert!(!changed);
                         proptest::prop_assert_eq!(format!("{after:?}"), format!("{b:?}"));
                     }
@@ -789,7 +687,6 @@ mod tests {
         ) {
             let mut b = CircuitBreaker::new(BreakerConfig {
                 trip,
-                failure_threshold: 3,
                 open_for: OPEN_FOR,
                 half_open_probes: probes,
             });

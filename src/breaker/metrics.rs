@@ -1,6 +1,6 @@
 //! The breaker's metrics: `circuit_breaker_state`, `circuit_breaker_transitions_total{to}` and,
-//! for the failure-rate rule, the window's failure and slow-call shares. Label values come from
-//! [`State::label`].
+//! for the failure-rate rule, the window's failure and slow-call shares. Here, and only here, a
+//! [`State`] becomes the gauge's value and the `to` label.
 
 use std::time::Instant;
 
@@ -47,14 +47,14 @@ impl BreakerMetrics {
             probe_at: Instant::now(),
         };
         for state in [open, State::HalfOpen, State::Closed] {
-            this.transitions.with_label_values(&[state.label()]);
+            this.transitions.with_label_values(&[label(state)]);
         }
         Ok(this)
     }
 
     /// The state now in force (gauge only).
     pub(crate) fn show(&self, state: State) {
-        self.state.set(state.gauge());
+        self.state.set(gauge(state));
     }
 
     /// A transition into `state`: gauge and counter.
@@ -64,12 +64,30 @@ impl BreakerMetrics {
     }
 
     fn transition(&self, state: State) -> IntCounter {
-        self.transitions.with_label_values(&[state.label()])
+        self.transitions.with_label_values(&[label(state)])
     }
 
-    /// The failure-rate rule's window shares.
-    pub(crate) fn rates(&self, failure_rate: f64, slow_call_rate: f64) {
+    /// The trip policy's failure and slow-call shares.
+    pub(crate) fn rates(&self, (failure_rate, slow_call_rate): (f64, f64)) {
         self.failure_rate.set(failure_rate);
         self.slow_call_rate.set(slow_call_rate);
+    }
+}
+
+/// The value of the `circuit_breaker_state` gauge.
+fn gauge(state: State) -> i64 {
+    match state {
+        State::Closed => 0,
+        State::Open { .. } => 1,
+        State::HalfOpen => 2,
+    }
+}
+
+/// The `to` label of `circuit_breaker_transitions_total` (and the word the log uses).
+pub(crate) fn label(state: State) -> &'static str {
+    match state {
+        State::Closed => "closed",
+        State::Open { .. } => "open",
+        State::HalfOpen => "half_open",
     }
 }

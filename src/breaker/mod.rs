@@ -1,19 +1,22 @@
-//! The circuit breaker around the upstream: Closed → Open when its trip rule fires → HalfOpen
+//! The circuit breaker around the upstream: Closed → Open when its trip policy fires → HalfOpen
 //! probes after a pause → Closed when the probes succeed, Open again when one fails. The trip
-//! rule is either a run of consecutive failures or, as in resilience4j, a failure rate or
-//! slow-call rate over a sliding window of recent calls.
+//! policy is a run of consecutive failures or, as in resilience4j, a failure rate or slow-call
+//! rate over a sliding window of recent calls; each is one file behind [`policy::TripPolicy`].
 //!
 //! - [`machine`]: the pure state machine ([`CircuitBreaker`]); time is an argument.
+//! - [`policy`]: what a trip policy is; [`consecutive`] and [`failure_rate`]: the two policies.
 //! - [`gate`]: the snapshot the actor publishes so handlers decide the common cases without a message.
 //! - [`actor`]: [`BreakerActor`], the one owner of the machine, and [`BreakerHandle`], what routes hold.
 //! - [`metrics`]: the breaker's state, transitions and window rates.
 
 mod actor;
+mod consecutive;
+mod failure_rate;
 mod gate;
 mod machine;
 mod metrics;
+mod policy;
 
 pub(crate) use actor::BreakerHandle;
-pub use machine::{
-    BreakerConfig, CircuitBreaker, RateWindow, Rejected, State, Ticket, TripRule, Verdict,
-};
+pub use failure_rate::RateWindow;
+pub use machine::{BreakerConfig, CircuitBreaker, Rejected, State, Ticket, TripRule, Verdict};

@@ -77,10 +77,11 @@ impl TryFrom<RawBreaker> for BreakerConfig {
         };
         Ok(BreakerConfig {
             trip: match mode {
-                Mode::Consecutive => TripRule::Consecutive,
+                Mode::Consecutive => TripRule::Consecutive {
+                    threshold: b.failure_threshold,
+                },
                 Mode::FailureRate => TripRule::FailureRate(window),
             },
-            failure_threshold: b.failure_threshold,
             open_for: Duration::from_secs(b.open_seconds),
             half_open_probes: b.half_open_probes,
         })

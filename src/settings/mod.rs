@@ -144,8 +144,7 @@ mod tests {
         assert_eq!(s.upstream.simulator.fail_rate, 0.0);
         assert_eq!(s.timeouts.upstream, Duration::from_millis(200));
         assert_eq!(s.timeouts.connect, Duration::from_millis(100));
-        assert_eq!(s.breaker.trip, TripRule::Consecutive);
-        assert_eq!(s.breaker.failure_threshold, 5);
+        assert_eq!(s.breaker.trip, TripRule::Consecutive { threshold: 5 });
         assert_eq!(s.breaker.open_for, Duration::from_secs(10));
         assert_eq!(s.breaker.half_open_probes, 1);
         assert_eq!(s.api.max_upstream_body_bytes, 1_048_576);
@@ -248,7 +247,13 @@ mod tests {
         assert_eq!(s.timeouts.upstream, Duration::from_millis(300));
         assert_eq!(s.timeouts.connect, Duration::from_millis(30));
         assert_eq!(s.timeouts.min_budget, Duration::from_millis(15));
-        assert_eq!(s.breaker.failure_threshold, 3);
+        // Read in every mode; the consecutive policy is the one that carries it.
+        let consecutive =
+            Settings::from_env_pairs(&[("LOAD_SHED__BREAKER__FAILURE_THRESHOLD", "3")]).unwrap();
+        assert_eq!(
+            consecutive.breaker.trip,
+            TripRule::Consecutive { threshold: 3 }
+        );
         assert_eq!(s.breaker.open_for, Duration::from_secs(2));
         assert_eq!(s.breaker.half_open_probes, 4);
         assert_eq!(
