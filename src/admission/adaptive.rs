@@ -39,6 +39,9 @@
 
 use std::time::{Duration, Instant};
 
+use super::limit::Limit;
+use super::machine::{Fractions, Limits};
+
 /// Bounds of the gradient (Envoy's): at most halve, at most double per window.
 const GRADIENT: (f64, f64) = (0.5, 2.0);
 /// Windows in a row at `min_limit`, or halving the limit, after which the baseline is measured
@@ -232,6 +235,57 @@ impl GradientLimiter {
             self.windows_at_floor = 0;
             self.measuring_since = Some(now);
         }
+    }
+}
+
+/// The gradient limit as admission uses it: the live limit for high, the lower classes'
+/// fractions of it.
+pub(crate) struct GradientLimit {
+    limiter: GradientLimiter,
+    fractions: Fractions,
+}
+
+impl GradientLimit {
+    /// Measures its baseline at `min_limit` and grows from there: starting high would send a
+    /// dependency of unknown capacity a burst it may not survive.
+    pub(crate) fn new(config: GradientConfig, fractions: Fractions, now: Instant) -> Self {
+        Self {
+            limiter: GradientLimiter::new(config, config.min_limit, now),
+            fractions,
+        }
+    }
+}
+
+impl Limit for GradientLimit {
+    fn current(&self) -> Limits {
+        Limits::from_limit(self.limiter.limit(), self.fractions)
+    }
+
+    fn on_sample(&mut self, now: Instant, sample: CallSample) -> bool {
+        let before = self.limiter.limit();
+        let limit = self.limiter.on_sample(now, sample);
+        if limit != before {
+            let (short, long) = self.limiter.latencies();
+            log::debug!(
+                "adaptive limit {before} -> {limit} (recent {:.1} ms, baseline {:.1} ms{})",
+                short.as_secs_f64() * 1000.0,
+                long.as_secs_f64() * 1000.0,
+                if self.limiter.measuring() {
+                    ", measuring"
+                } else {
+                    ""
+                }
+            );
+        }
+        limit != before
+    }
+
+    fn learns(&self) -> bool {
+        true
+    }
+
+    fn latencies(&self) -> Option<(Duration, Duration)> {
+        Some(self.limiter.latencies())
     }
 }
 

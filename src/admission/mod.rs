@@ -3,25 +3,32 @@
 //! (`admission.mode = "static"`) or follow the dependency's latency (`"adaptive"`); an optional
 //! short LIFO backlog lets a request wait briefly for a slot instead of being shed at once.
 //!
-//! - [`machine`]: the pure limiter ([`Admission`], [`Priority`], [`Limits`]).
-//! - [`adaptive`]: the pure gradient limiter that moves the limit by latency.
+//! - [`machine`]: the pure limiter that admits against the ceilings ([`Admission`], [`Priority`],
+//!   [`Limits`]).
+//! - [`limit`]: where the ceilings come from, one interface ([`limit::Limit`]) with the fixed
+//!   limit; [`adaptive`]: the pure gradient limit that moves them by latency.
 //! - [`backlog`]: the pure LIFO backlog of waiting requests.
-//! - [`actor`]: [`AdmissionActor`], the one owner of the count, the [`Permit`] guard that gives a
-//!   slot back exactly once, and [`AdmissionHandle`], what routes hold.
+//! - [`actor`]: [`actor::AdmissionActor`], the one owner of the count, the limit and the backlog.
+//! - [`permit`]: the [`Permit`] guard that gives a slot back exactly once, and what permits share.
+//! - [`handle`]: [`AdmissionHandle`], what routes hold; it sheds a full class without a message.
 //! - [`metrics`]: admission's metrics.
 
 mod actor;
 mod adaptive;
 mod backlog;
+mod handle;
+mod limit;
 mod machine;
 mod metrics;
+mod permit;
 
 use std::time::Duration;
 
-pub(crate) use actor::{AdmissionHandle, Permit};
 pub(crate) use adaptive::GradientConfig;
+pub(crate) use handle::AdmissionHandle;
 pub(crate) use machine::Fractions;
 pub use machine::{Admission, Limits, PermitToken, Priority, Shed};
+pub(crate) use permit::Permit;
 
 /// How admission decides (`[admission]`).
 #[derive(Debug, Clone, Copy, PartialEq)]

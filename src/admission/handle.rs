@@ -1,0 +1,116 @@
+//! [`AdmissionHandle`]: what routes hold. It sheds at once, without a message, a request whose
+//! class is already full by the published count; requests that may fit ask the actor, which
+//! decides exactly.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::actor::{Acquire, AdmissionActor, NotNow, Sample};
+use super::adaptive::GradientLimit;
+use super::backlog::Backlog;
+use super::limit::{FixedLimit, Limit};
+use super::machine::{Priority, Shed};
+use super::metrics::{AdmissionMetrics, Decision};
+use super::permit::{Permit, Slots};
+use super::{AdmissionConfig, AdmissionMode};
+use crate::actor_home::ActorHome;
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+pub(crate) struct AdmissionHandle {
+    slots: Arc<Slots>,
+    /// Whether the limit learns from latency samples (else none is sent).
+    learns: bool,
+    /// Whether a full class waits in a backlog (then every request asks the actor).
+    queued: bool,
+    metrics: AdmissionMetrics,
+}
+
+impl AdmissionHandle {
+    /// Registers admission's metrics (with series for each of `paths`) and creates the one
+    /// `AdmissionActor`, which starts in `home`.
+    pub(crate) fn start(
+        config: &AdmissionConfig,
+        metrics: &Metrics,
+        paths: &[&'static str],
+        home: &ActorHome,
+    ) -> Result<Self, prometheus::Error> {
+        let metrics = AdmissionMetrics::register(metrics, paths)?;
+        let limit: Box<dyn Limit> = match config.mode {
+            AdmissionMode::Static(limits) => Box::new(FixedLimit(limits)),
+            AdmissionMode::Adaptive { limiter, fractions } => {
+                Box::new(GradientLimit::new(limiter, fractions, Instant::now()))
+            }
+        };
+        let learns = limit.learns();
+        let backlog = Backlog::new(config.backlog.size, config.backlog.timeout);
+        let slots = home.start_with(|addr| {
+            let slots = Arc::new(Slots::new(addr, limit.current()));
+            let actor = AdmissionActor::new(limit, slots.clone(), backlog, metrics.clone());
+            (actor, slots)
+        });
+        Ok(Self {
+            slots,
+            learns,
+            queued: config.backlog.size > 0,
+            metrics,
+        })
+    }
+
+    /// Reports a finished upstream call to the limit (no-op when it does not learn): sent at
+    /// `started`, it took `latency`, or timed out after it.
+    pub(crate) fn sample(&self, started: Instant, latency: Duration, timed_out: bool) {
+        if self.learns {
+            self.slots.addr().do_send(Sample {
+                started,
+                latency,
+                timed_out,
+            });
+        }
+    }
+
+    /// Decides admission by the published in-flight count without taking a slot, for a request
+    /// that will not run (see `api::client`). An admission here is a permit held for no time, so
+    /// it is counted as released at once: admitted = released + in flight holds.
+    pub(crate) fn admit_without_slot(
+        &self,
+        path: &'static str,
+        priority: Priority,
+    ) -> Result<(), Shed> {
+        if !self.slots.has_room(priority) {
+            return Err(self.shed(path, priority));
+        }
+        self.metrics.decided(path, priority, Decision::Admitted);
+        self.metrics.released(priority);
+        Ok(())
+    }
+
+    /// Admits or sheds one request to `path`. Without a backlog, a class already full by the
+    /// in-flight count is shed at once; otherwise the actor decides (and counts), and with a
+    /// backlog a request may wait up to the queue timeout.
+    pub(crate) async fn acquire(
+        &self,
+        path: &'static str,
+        priority: Priority,
+    ) -> Result<Permit, Shed> {
+        if !self.queued && !self.slots.has_room(priority) {
+            return Err(self.shed(path, priority));
+        }
+        match self.slots.addr().send(Acquire { priority, path }).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(NotNow::Shed)) => Err(Shed),
+            // Answered (and counted) by the actor, unless it stopped with the request queued.
+            Ok(Err(NotNow::Queued(rx))) => {
+                rx.await.unwrap_or_else(|_| Err(self.shed(path, priority)))
+            }
+            // The actor is gone (shutting down): shed rather than run unaccounted.
+            Err(_) => Err(self.shed(path, priority)),
+        }
+    }
+
+    /// A request shed here, without the actor: counted here.
+    fn shed(&self, path: &'static str, priority: Priority) -> Shed {
+        self.metrics.decided(path, priority, Decision::Shed);
+        Shed
+    }
+}

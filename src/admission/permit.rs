@@ -1,0 +1,78 @@
+//! An admitted request's slot ([`Permit`]), and what every permit shares ([`Slots`]): the way
+//! back to the actor, the in-flight count and the ceilings handlers read to shed at once.
+//!
+//! The count goes up when the actor admits and down the moment a permit is dropped, before its
+//! `Release` message is even sent, so a client whose previous request just ended is never shed by
+//! its own stale slot. The actor's exact count catches up in order: the mailbox is one FIFO queue,
+//! and a `Release` sent before a response is queued before any `Acquire` that response causes.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use actix::Addr;
+
+use super::actor::{AdmissionActor, Release};
+use super::machine::{Limits, PermitToken, Priority};
+
+/// One per actor, shared by the handle and every permit: a permit costs one reference count, not
+/// an address of its own (an actix address clone allocates twice and counts its senders).
+pub(crate) struct Slots {
+    addr: Addr<AdmissionActor>,
+    /// Admitted permits not yet dropped, decremented at once on drop.
+    inflight: AtomicU32,
+    /// The ceilings in force (high, normal, low), as the actor last published them.
+    ceilings: [AtomicU32; 3],
+}
+
+impl Slots {
+    pub(crate) fn new(addr: Addr<AdmissionActor>, limits: Limits) -> Self {
+        Self {
+            addr,
+            inflight: AtomicU32::new(0),
+            ceilings: Priority::ALL.map(|p| AtomicU32::new(limits.ceiling(p))),
+        }
+    }
+
+    pub(crate) fn addr(&self) -> &Addr<AdmissionActor> {
+        &self.addr
+    }
+
+    /// The actor's part: new ceilings.
+    pub(crate) fn publish(&self, limits: Limits) {
+        for (i, p) in Priority::ALL.into_iter().enumerate() {
+            self.ceilings[i].store(limits.ceiling(p), Ordering::Release);
+        }
+    }
+
+    /// Whether a request of `priority` fits under its ceiling by the published count.
+    pub(crate) fn has_room(&self, priority: Priority) -> bool {
+        self.inflight.load(Ordering::Acquire)
+            < self.ceilings[priority.index()].load(Ordering::Acquire)
+    }
+
+    /// The actor's part: a permit for `token`, with the way back to the actor. If its asker is
+    /// gone, dropping it releases the slot.
+    pub(crate) fn permit(self: &Arc<Self>, token: PermitToken) -> Permit {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        Permit {
+            token: Some(token),
+            slots: self.clone(),
+        }
+    }
+}
+
+/// An admitted request's slot, given back when dropped: on success, error, timeout, or when the
+/// client goes away and actix drops the handler.
+pub(crate) struct Permit {
+    token: Option<PermitToken>,
+    slots: Arc<Slots>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            self.slots.inflight.fetch_sub(1, Ordering::AcqRel);
+            self.slots.addr.do_send(Release { token });
+        }
+    }
+}
