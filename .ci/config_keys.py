@@ -9,7 +9,12 @@ from config/default.toml. This script fails when any of them disagree:
 - every key of config/default.toml is in values.yaml's `config` block (camelCase) with the same
   default, and in values.schema.json with a type that fits, and neither has a key more
   (except the keys the chart derives itself: role, listen addresses, the upstream URL);
-- docs/configuration.md's table is what config/default.toml generates.
+- docs/configuration.md's table is what config/default.toml generates;
+- no section is copied field by field: the typed sections that src/settings/ builds (its own
+  `ApiSettings`, `Timeouts`, ... and the components' `BreakerConfig`, `RetryConfig`, ...) are handed
+  to the component that owns them, so no other struct in src/ declares a field named for one of
+  their keys with the same type (a copy is one more place a new key must be added, and can
+  drift). Request parameters that share a key's name (`ms`, `fail_rate`) are not copies.
 
 (The code and config/default.toml cannot drift: the binary embeds the file, rejects keys it does
 not know and fails to start without one it needs, which `cargo test` covers.)
@@ -40,6 +45,8 @@ END = "<!-- end of generated table -->"
 # Keys the chart sets itself, from the container ports, the role of each Deployment and
 # api.upstreamUrl, rather than from its `config` block.
 CHART_DERIVED = {"role", "api.listen", "api.upstream_url", "upstream.listen"}
+# Request parameters, some named like the keys that give their defaults.
+REQUEST_PARAMS = {Path("src/wire.rs"), Path("src/api/params.rs"), Path("src/upstream/params.rs")}
 
 
 def camel(snake):
@@ -122,6 +129,36 @@ def fits(schema_type, value):
     return "string" in types
 
 
+def rust_structs():
+    """{struct name: (file, {field: type})} for every struct in src/, tests and comments left out."""
+    found = {}
+    for path in sorted((ROOT / "src").rglob("*.rs")):
+        text = path.read_text().split("#[cfg(test)]", 1)[0]
+        text = "\n".join(line for line in text.splitlines() if not line.strip().startswith("//"))
+        for m in re.finditer(r"\bstruct\s+(\w+)(?:<[^>{;]*>)?\s*\{", text):
+            depth, end = 1, m.end()
+            while depth and end < len(text):
+                depth += {"{": 1, "}": -1}.get(text[end], 0)
+                end += 1
+            body = text[m.end():end - 1]
+            fields = dict(re.findall(r"^\s*(?:pub(?:\([\w:]+\))?\s+)?(\w+)\s*:\s*([^,\n]+),", body, re.M))
+            found[m.group(1)] = (path.relative_to(ROOT), {k: v.strip() for k, v in fields.items()})
+    return found
+
+
+def section_types(structs):
+    """The typed sections: structs that src/settings/ builds from a raw section, and their own
+    struct-typed fields (e.g. `SimulatorConfig.faults: Faults`)."""
+    built = set()
+    for path in (ROOT / "src/settings").glob("*.rs"):
+        text = path.read_text().split("#[cfg(test)]", 1)[0]
+        built |= set(re.findall(r"\b([A-Z]\w+)\s*\{\s*\n", text)) & set(structs)
+    built -= {name for name in structs if name.startswith("Raw")} | {"Settings", "ConfigError"}
+    for name in list(built):
+        built |= {t for t in structs[name][1].values() if t in structs}
+    return sorted(built)
+
+
 def main():
     checks = Checks()
     defaults = {k: v for k, v in flat(tomllib.loads(DEFAULTS.read_text())).items() if k not in CHART_DERIVED}
@@ -150,6 +187,20 @@ def main():
     schema_keys = {f"{s}.{k}" for s, body in schema.items() for k in body.get("properties", {})}
     for chart_key in sorted(schema_keys - set(expected)):
         checks.fail(f"values.schema.json: config.{chart_key} is no key of config/default.toml")
+
+    structs = rust_structs()
+    sections = section_types(structs)
+    print(f"typed sections: {', '.join(sections)}")
+    # A key's field is named for it, its unit suffix dropped when the type carries the unit.
+    key_fields = {re.sub(r"_(ms|seconds)$", "", k.split(".")[-1]) for k in defaults} | {
+        k.split(".")[-1] for k in defaults}
+    for name in sections:
+        home, fields = structs[name]
+        copies = [f"{other}.{field} ({path})" for other, (path, theirs) in structs.items()
+                  if other not in sections and not other.startswith("Raw") and path not in REQUEST_PARAMS
+                  for field, ty in theirs.items() if field in key_fields and fields.get(field) == ty]
+        checks.check(not copies, f"{name} ({home}) is handed over, not copied field by field"
+                     + (f": copied as {', '.join(copies)}" if copies else ""))
 
     generated = table()
     docs = DOCS.read_text()

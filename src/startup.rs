@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
-use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::KeepAlive;
@@ -12,10 +11,10 @@ use actix_web::{web, App, HttpServer};
 use actix_web_prom::PrometheusMetrics;
 
 use crate::actor_home::ActorHome;
-use crate::api::{self, ApiConfig, ApiState};
+use crate::api::{self, ApiState};
 use crate::metrics::Metrics;
 use crate::routes::{self, Readiness};
-use crate::settings::Settings;
+use crate::settings::{Settings, ShutdownSettings};
 use crate::upstream::{self, Simulator};
 
 // Both servers refuse HTTP/1 half-closed connections: a client's EOF means it went away, so
@@ -45,8 +44,9 @@ pub struct Application {
     api: Option<Bound>,
     upstream: Option<Bound>,
     readiness: Readiness,
-    /// How long the listeners keep serving, unready, after SIGTERM.
-    drain_delay: Duration,
+    /// `[shutdown]`: how long the listeners keep serving, unready, after SIGTERM (the grace time
+    /// is the servers' own).
+    shutdown: ShutdownSettings,
 }
 
 /// What every server of the process shares, whatever its role.
@@ -70,7 +70,7 @@ impl Application {
 
         let upstream = if settings.role.serves_upstream() {
             let sim = web::Data::new(Simulator::start(
-                &settings.upstream.simulator,
+                settings.upstream.simulator.clone(),
                 settings.overrides,
             ));
             Some(bind(
@@ -88,23 +88,14 @@ impl Application {
 
         let api = if settings.role.serves_api() {
             // In `all` the api calls the upstream listener of this same process.
-            let upstream_url = match &upstream {
-                Some(up) => format!("http://{}", reachable(up.addr)),
-                None => settings.api.upstream_url.clone(),
-            };
-            let config = ApiConfig {
-                upstream_url,
-                defaults: settings.timeouts.client_defaults(),
-                max_upstream_body_bytes: settings.api.max_upstream_body_bytes,
-                overrides: settings.overrides,
-                breaker: settings.breaker,
-                admission: &settings.admission,
-                retry: settings.retry,
-            };
+            let mut api = settings.api.clone();
+            if let Some(up) = &upstream {
+                api.upstream_url = format!("http://{}", reachable(up.addr));
+            }
             // The actors start on the first api worker's thread (see `actor_home`).
             let home = ActorHome::default();
             let state = web::Data::new(
-                ApiState::start(config, &shared.metrics, &home).map_err(io::Error::other)?,
+                ApiState::start(settings, api, &shared.metrics, &home).map_err(io::Error::other)?,
             );
             let connect_timeout = settings.timeouts.connect;
             Some(bind(
@@ -128,7 +119,7 @@ impl Application {
             api,
             upstream,
             readiness: shared.readiness,
-            drain_delay: settings.shutdown.drain_delay,
+            shutdown: settings.shutdown,
         })
     }
 
@@ -149,12 +140,12 @@ impl Application {
         let upstream = self.upstream.map(start);
         let signal = shutdown.await;
         self.readiness.start_draining();
-        if signal == Signal::Terminate && !self.drain_delay.is_zero() {
+        if signal == Signal::Terminate && !self.shutdown.drain_delay.is_zero() {
             log::info!(
                 "shutdown requested: unready, still serving for {:?} (shutdown.drain_delay_seconds)",
-                self.drain_delay
+                self.shutdown.drain_delay
             );
-            actix_web::rt::time::sleep(self.drain_delay).await;
+            actix_web::rt::time::sleep(self.shutdown.drain_delay).await;
         }
         log::info!("draining");
         for (handle, task) in [api, upstream].into_iter().flatten() {

@@ -122,7 +122,7 @@ fn worth_another(state: &ApiState, timing: &Timing, wait: Duration) -> bool {
     let left = timing
         .deadline
         .saturating_duration_since(Instant::now() + wait);
-    left >= state.defaults.min_budget.max(Duration::from_millis(1))
+    left >= state.timeouts.min_budget.max(Duration::from_millis(1))
 }
 
 /// The first attempt, and a hedge if it has not answered after `after`: the first success wins
@@ -176,10 +176,10 @@ async fn attempt(
     let result = upstream_call::call(
         http,
         &UpstreamRequest {
-            base_url: &state.upstream_url,
+            base_url: &state.api.upstream_url,
             overrides: params.overrides,
             timeout,
-            max_body_bytes: state.max_upstream_body_bytes,
+            max_body_bytes: state.api.max_upstream_body_bytes,
         },
     )
     .await;

@@ -30,12 +30,12 @@ async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome
     if let Err(bad) = state.overrides.check(req.query_string()) {
         return Outcome::Invalid(bad);
     }
-    let mut params = match ClientParams::from_request(req, state.defaults) {
+    let mut params = match ClientParams::from_request(req, state.timeouts) {
         Ok(p) => p,
         Err(bad) => return Outcome::Invalid(bad),
     };
     // Too little time left to be worth a slot or a call: the caller will have given up.
-    if params.budget.is_some_and(|b| b < state.defaults.min_budget) {
+    if params.budget.is_some_and(|b| b < state.timeouts.min_budget) {
         return Outcome::DeadlineTooShort;
     }
     // While the breaker is open, admission is decided without taking a slot: the call will not
@@ -54,8 +54,8 @@ async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome
     };
     // Time spent in the admission backlog comes out of the caller's budget.
     if params
-        .spend(asked.elapsed(), state.defaults)
-        .is_some_and(|left| left.is_zero() || left < state.defaults.min_budget)
+        .spend(asked.elapsed(), state.timeouts)
+        .is_some_and(|left| left.is_zero() || left < state.timeouts.min_budget)
     {
         return Outcome::DeadlineTooShort;
     }

@@ -19,15 +19,15 @@ mod work;
 
 use actix_web::web;
 
-pub(crate) use params::ClientDefaults;
 pub(crate) use upstream_call::client as upstream_client;
 
 use crate::actor_home::ActorHome;
-use crate::admission::{AdmissionConfig, AdmissionHandle, Permit, Priority};
-use crate::breaker::{BreakerConfig, BreakerHandle};
+use crate::admission::{AdmissionHandle, Permit, Priority};
+use crate::breaker::BreakerHandle;
 use crate::metrics::Metrics;
-use crate::retry::{Retries, RetryConfig, RetryMetrics};
+use crate::retry::{Retries, RetryMetrics};
 use crate::routes;
+use crate::settings::{ApiSettings, Settings, Timeouts};
 use crate::wire::OverridePolicy;
 use metrics::UpstreamMetrics;
 use outcome::Outcome;
@@ -36,27 +36,17 @@ use outcome::Outcome;
 const CLIENT: &str = "/client";
 const WORK: &str = "/work";
 
-/// What the api needs to know to start.
-pub(crate) struct ApiConfig<'a> {
-    /// Base URL of the dependency, without a trailing slash.
-    pub upstream_url: String,
-    pub defaults: ClientDefaults,
-    pub max_upstream_body_bytes: usize,
-    pub overrides: OverridePolicy,
-    pub breaker: BreakerConfig,
-    pub admission: &'a AdmissionConfig,
-    pub retry: RetryConfig,
-}
-
 /// Everything the api's handlers share across workers (the awc client is per worker).
 pub(crate) struct ApiState {
     metrics: Metrics,
     upstream_metrics: UpstreamMetrics,
     admission: AdmissionHandle,
     breaker: BreakerHandle,
-    upstream_url: String,
-    defaults: ClientDefaults,
-    max_upstream_body_bytes: usize,
+    /// `[api]`: the dependency's URL (in role `all`, this process's own upstream listener) and
+    /// the body cap.
+    api: ApiSettings,
+    /// `[timeouts]`: what `/client` applies when the caller names no timeout.
+    timeouts: Timeouts,
     /// Whether callers may pass `ms` and `fail_rate` on to the dependency.
     overrides: OverridePolicy,
     /// Retries and hedging (off by default), and the attempt metrics.
@@ -64,22 +54,23 @@ pub(crate) struct ApiState {
 }
 
 impl ApiState {
-    /// Registers the api's metrics and creates its two actors, which start in `home`.
+    /// Registers the api's metrics and creates its two actors, which start in `home`. `api` is
+    /// the `[api]` section as this process uses it.
     pub(crate) fn start(
-        config: ApiConfig<'_>,
+        settings: &Settings,
+        api: ApiSettings,
         metrics: &Metrics,
         home: &ActorHome,
     ) -> Result<Self, prometheus::Error> {
         Ok(Self {
             metrics: metrics.clone(),
             upstream_metrics: UpstreamMetrics::register(metrics)?,
-            admission: AdmissionHandle::start(config.admission, metrics, &[CLIENT, WORK], home)?,
-            breaker: BreakerHandle::start(config.breaker, metrics, home)?,
-            upstream_url: config.upstream_url,
-            defaults: config.defaults,
-            max_upstream_body_bytes: config.max_upstream_body_bytes,
-            overrides: config.overrides,
-            retries: Retries::new(config.retry, RetryMetrics::register(metrics)?),
+            admission: AdmissionHandle::start(&settings.admission, metrics, &[CLIENT, WORK], home)?,
+            breaker: BreakerHandle::start(settings.breaker, metrics, home)?,
+            api,
+            timeouts: settings.timeouts,
+            overrides: settings.overrides,
+            retries: Retries::new(settings.retry, RetryMetrics::register(metrics)?),
         })
     }
 

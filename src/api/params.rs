@@ -8,15 +8,8 @@ use actix_web::http::header::{HeaderMap, HeaderName};
 use actix_web::HttpRequest;
 
 use crate::admission::Priority;
+use crate::settings::Timeouts;
 use crate::wire::{integer_in, BadParam, Overrides, Query, BUDGET_HEADER, PRIORITY_HEADER};
-
-/// What the api applies when the caller names no value.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ClientDefaults {
-    pub timeout: Duration,
-    /// Below this remaining budget a call is not started (`timeouts.min_budget_ms`; zero = off).
-    pub min_budget: Duration,
-}
 
 /// A validated `/client` request.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,24 +79,21 @@ const WORK_PARAMS: &[&str] = &["ms", "priority"];
 const MAX_BUDGET_MS: u64 = 86_400_000;
 
 impl ClientParams {
-    pub(crate) fn from_request(
-        req: &HttpRequest,
-        defaults: ClientDefaults,
-    ) -> Result<Self, BadParam> {
+    pub(crate) fn from_request(req: &HttpRequest, defaults: Timeouts) -> Result<Self, BadParam> {
         Self::parse(req.query_string(), req.headers(), defaults)
     }
 
     pub(crate) fn parse(
         query: &str,
         headers: &HeaderMap,
-        defaults: ClientDefaults,
+        defaults: Timeouts,
     ) -> Result<Self, BadParam> {
         let q = Query::parse(query, CLIENT_PARAMS)?;
         let overrides = Overrides::from_query(&q)?;
         let asked = q
             .integer("timeout_ms", 1, 10_000)?
             .map(Duration::from_millis)
-            .unwrap_or(defaults.timeout);
+            .unwrap_or(defaults.upstream);
         let budget = single_header(headers, BUDGET_HEADER)?
             .map(|v| integer_in("X-Request-Timeout-Ms", v, 0, MAX_BUDGET_MS))
             .transpose()?
@@ -112,7 +102,7 @@ impl ClientParams {
         let mut params = Self {
             overrides,
             timeout: asked,
-            full_timeout: asked >= defaults.timeout,
+            full_timeout: asked >= defaults.upstream,
             priority,
             budget,
         };
@@ -124,12 +114,12 @@ impl ClientParams {
     /// Takes `spent` (time already used, e.g. waiting for admission) out of the caller's budget:
     /// the timeout in force becomes at most what is left, and full only if that is still at
     /// least the default. Returns what is left, or `None` when the caller sent no budget.
-    pub(crate) fn spend(&mut self, spent: Duration, defaults: ClientDefaults) -> Option<Duration> {
+    pub(crate) fn spend(&mut self, spent: Duration, defaults: Timeouts) -> Option<Duration> {
         let left = self.budget?.saturating_sub(spent);
         self.budget = Some(left);
         if left < self.timeout {
             self.timeout = left;
-            self.full_timeout = left >= defaults.timeout;
+            self.full_timeout = left >= defaults.upstream;
         }
         Some(left)
     }
@@ -157,8 +147,9 @@ mod tests {
     use super::*;
     use actix_web::http::header::{HeaderName, HeaderValue};
 
-    const DEFAULTS: ClientDefaults = ClientDefaults {
-        timeout: Duration::from_millis(200),
+    const DEFAULTS: Timeouts = Timeouts {
+        upstream: Duration::from_millis(200),
+        connect: Duration::from_millis(100),
         min_budget: Duration::ZERO,
     };
 
@@ -313,8 +304,9 @@ mod properties {
     use actix_web::http::header::HeaderValue;
     use proptest::prelude::*;
 
-    const DEFAULTS: ClientDefaults = ClientDefaults {
-        timeout: Duration::from_millis(200),
+    const DEFAULTS: Timeouts = Timeouts {
+        upstream: Duration::from_millis(200),
+        connect: Duration::from_millis(100),
         min_budget: Duration::ZERO,
     };
 
@@ -382,7 +374,7 @@ mod properties {
                     prop_assert!(p.overrides.ms.is_none_or(|ms| ms <= 5000));
                     prop_assert!(p.overrides.fail_rate.is_none_or(|r| r.is_finite() && (0.0..=1.0).contains(&r)));
                     prop_assert!(p.timeout <= Duration::from_millis(10_000));
-                    prop_assert_eq!(p.full_timeout, p.timeout >= DEFAULTS.timeout);
+                    prop_assert_eq!(p.full_timeout, p.timeout >= DEFAULTS.upstream);
                 }
                 Err(bad) => {
                     prop_assert!(!bad.error.is_empty());

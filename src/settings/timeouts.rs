@@ -5,7 +5,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::rules::{in_range, ConfigError};
-use crate::api::ClientDefaults;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,16 +21,6 @@ pub(crate) struct Timeouts {
     pub connect: Duration,
     /// Below this remaining budget a call is not started (zero = off).
     pub min_budget: Duration,
-}
-
-impl Timeouts {
-    /// What `/client` applies when the caller names no timeout.
-    pub(crate) fn client_defaults(self) -> ClientDefaults {
-        ClientDefaults {
-            timeout: self.upstream,
-            min_budget: self.min_budget,
-        }
-    }
 }
 
 impl TryFrom<RawTimeouts> for Timeouts {

@@ -41,22 +41,19 @@ pub struct SimulatorConfig {
 /// What the simulator's workers share.
 #[derive(Debug, Clone)]
 pub struct Simulator {
-    latency_ms: u64,
-    fail_rate: f64,
-    faults: Faults,
+    config: SimulatorConfig,
     overrides: OverridePolicy,
+    /// The slots of `config.concurrency`, which may shrink on `config.degrade`'s schedule.
     capacity: Capacity,
 }
 
 impl Simulator {
     /// Builds the simulator and schedules its capacity loss, if any, on the current runtime.
-    pub fn start(config: &SimulatorConfig, overrides: OverridePolicy) -> Self {
+    pub fn start(config: SimulatorConfig, overrides: OverridePolicy) -> Self {
         let simulator = Self {
-            latency_ms: config.latency_ms,
-            fail_rate: config.fail_rate,
-            faults: config.faults.clone(),
-            overrides,
             capacity: Capacity::new(config.concurrency, config.degrade),
+            config,
+            overrides,
         };
         simulator.capacity.schedule_degrade();
         simulator

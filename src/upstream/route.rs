@@ -26,7 +26,7 @@ pub(crate) async fn upstream(req: HttpRequest, sim: web::Data<Simulator>) -> Htt
     let params = match sim
         .overrides
         .check(query)
-        .and_then(|()| UpstreamParams::parse(query, sim.latency_ms, sim.fail_rate))
+        .and_then(|()| UpstreamParams::parse(query, sim.config.latency_ms, sim.config.fail_rate))
     {
         Ok(p) => p,
         Err(bad) => {
@@ -49,13 +49,13 @@ pub(crate) async fn upstream(req: HttpRequest, sim: web::Data<Simulator>) -> Htt
             }
         }
     };
-    if chance(sim.faults.reset_rate) {
+    if chance(sim.config.faults.reset_rate) {
         return HttpResponse::Ok().body(Reset);
     }
-    let work = if chance(sim.faults.hang_rate) {
+    let work = if chance(sim.config.faults.hang_rate) {
         HANG
     } else {
-        sim.faults.latency(params.ms)
+        sim.config.faults.latency(params.ms)
     };
     let done = Instant::now() + work;
     if let Some(deadline) = deadline.filter(|d| *d < done) {
@@ -67,7 +67,8 @@ pub(crate) async fn upstream(req: HttpRequest, sim: web::Data<Simulator>) -> Htt
         actix_web::rt::time::sleep(work).await;
     }
     if chance(params.fail_rate) {
-        HttpResponse::build(sim.faults.fail_status).json(json!({"error": "injected failure"}))
+        HttpResponse::build(sim.config.faults.fail_status)
+            .json(json!({"error": "injected failure"}))
     } else {
         // Serialized straight from a struct: `{"ms":…,"ok":true}`, as `json!` gave it.
         HttpResponse::Ok().json(Answer {
