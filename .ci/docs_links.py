@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Every link a reader or an alert follows resolves: each alert rule's `runbook` annotation names
-a heading of docs/runbooks.md, and every relative link in the Markdown files (README.md, docs/,
-the folder READMEs) points at a file that exists and, with a #fragment, at a heading in it.
+a heading of docs/runbooks.md, every relative link in the Markdown files (README.md, docs/,
+the folder READMEs) points at a file that exists and, with a #fragment, at a heading in it, and
+every section named in prose or a comment anywhere in the repository, as `README ("Heading")`,
+`docs/security.md, "Heading"` and the like, is a heading of that file (a bare `README` is the
+project's).
 
 Usage: python3 .ci/docs_links.py
 """
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +22,10 @@ from harness import Checks  # shared with the load scripts
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "grafana/alerts/load-shed-api.rules.yaml"
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+# A file named in text, then within a few characters a quoted section of it.
+# (Not a file name that is itself in quotes: that is code, not prose.)
+SECTION_REF = re.compile(r'(?<!["\'\w/.-])((?:[\w.-]+/)*(?:README|[\w-]+\.md))\b(?:\.md)?(?!["\'])[ ,]*\(?"([A-Za-z][^"\n]{1,80})"')
+TEXT_FILES = (".md", ".py", ".rs", ".toml", ".yaml", ".yml", ".tf", ".tpl", ".txt", ".json", ".sh")
 
 
 def slug(heading):
@@ -62,6 +70,22 @@ def main():
         for target in LINK.findall(text):
             if not re.match(r"^[a-z]+:", target):
                 resolve(source, target)
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    for name in tracked.stdout.split():
+        source = ROOT / name
+        if not (source.suffix in TEXT_FILES or name == ".ci/run") or not source.is_file() or source == Path(__file__).resolve():
+            continue
+        for m in SECTION_REF.finditer(source.read_text(errors="replace")):
+            named, section = m.groups()
+            named = named if named.endswith(".md") else named + ".md"
+            target = next((p for p in (ROOT / named, source.parent / named) if p.is_file()), None)
+            what = f"{name}: {named} \"{section}\""
+            if target is None:
+                checks.fail(f"{what}: no such file")
+            else:
+                checks.check(slug(section) in anchors(target), f"{what}" + ("" if slug(section) in anchors(target)
+                                                                          else ": no such heading"))
 
     checks.finish("links")
 

@@ -2,10 +2,9 @@
 //!
 //! Every message a handler sends to an actor on another thread wakes that thread when it sleeps.
 //! On the main thread, where `Actor::start` would put them, the actors slept between almost every
-//! two messages: per hop, 2.43 `epoll_wait` and 1.65 wake-up `write` calls and 2.44 context
-//! switches, against 0.58, 0.43 and 0.87 here (`loadtest/profile_hop.py`, `docs/performance.md`). Living on a worker, they share a thread that is awake while requests
-//! come in: that worker's handlers reach them without crossing threads, and the other workers'
-//! messages usually find the thread awake already.
+//! two messages. Living on a worker, they share a thread that is awake while requests come in:
+//! that worker's handlers reach them without crossing threads, and the other workers' messages
+//! usually find the thread awake already (the counts: docs/performance.md, "Where a hop goes").
 //!
 //! The addresses exist from the start (routes hold them in `web::Data`); the actors start when the
 //! first api worker builds its routes ([`ActorHome::settle`]), and messages sent before then wait

@@ -12,11 +12,9 @@ use load_shed_api::startup::{Application, Signal};
 const USAGE: &str = "usage: load-shed-api            serve the configured role (LOAD_SHED__ROLE)
        load-shed-api check [URL]  probe a running api: /healthz then /client (default http://127.0.0.1:8080)";
 
-/// mimalloc instead of glibc's malloc: a hop allocates and frees ~76 small blocks across the
-/// api's and the dependency's handlers; glibc's malloc and free were 11 % of a hop's CPU samples,
-/// and callgrind counts 8 % fewer user-space instructions per hop with mimalloc
-/// (docs/performance.md). Built with `no_thp`: without it, transparent huge pages under its arenas
-/// tripled the idle RSS (7 → 21 MiB); with it, idle RSS and RSS per idle connection are glibc's.
+/// mimalloc instead of glibc's malloc, because a hop allocates and frees many small blocks and
+/// mimalloc does that with fewer instructions; `no_thp`, because transparent huge pages under its
+/// arenas would triple the idle RSS. The measurements: docs/performance.md, "Where a hop goes".
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -3,7 +3,8 @@
 //! HTTP metrics come from actix-web-prom, configured so that `http_requests_total` and
 //! `http_request_duration_seconds` carry `method`, `path` (the route pattern) and `status`. Every
 //! component declares and registers its own metrics next to its code (`breaker::metrics`,
-//! `admission::metrics`, `api::metrics`) on the registry built here; this module knows none of them.
+//! `admission::metrics`, `api::metrics`, `retry::metrics`) on the registry built here; this module
+//! knows none of them.
 
 use actix_web::{HttpResponse, Responder};
 use actix_web_prom::{
