@@ -4,7 +4,6 @@
 //! depend on this module; neither imports the other.
 
 use std::borrow::Cow;
-use std::fmt;
 
 use actix_web::http::header::HeaderName;
 
@@ -23,7 +22,8 @@ pub(crate) const BUDGET_HEADER: HeaderName = HeaderName::from_static("x-request-
 pub(crate) const MAX_ECHOED_NAME: usize = 64;
 
 /// A rejected parameter or header: 400 `{"error": …, "param": …}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{param}: {error}")]
 pub struct BadParam {
     /// The parameter's (or header's) name, cut to [`MAX_ECHOED_NAME`] characters.
     pub param: String,
@@ -42,14 +42,6 @@ impl BadParam {
         }
     }
 }
-
-impl fmt::Display for BadParam {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.param, self.error)
-    }
-}
-
-impl std::error::Error for BadParam {}
 
 /// A query string as name → value, for the names a route accepts. Names and values are
 /// case-sensitive; an unknown or repeated name is an error.

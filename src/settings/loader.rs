@@ -11,13 +11,13 @@ use super::rules::ConfigError;
 use super::{RawSettings, Settings};
 
 /// The defaults, compiled in: the very file users read, so the two cannot disagree.
-pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+pub(super) const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// Prefix of every configuration variable, e.g. `LOAD_SHED__API__LISTEN` for `api.listen`.
-pub const ENV_PREFIX: &str = "LOAD_SHED__";
+pub(super) const ENV_PREFIX: &str = "LOAD_SHED__";
 
 /// Names an extra configuration file, layered over `config/default.toml`.
-pub const CONFIG_FILE_VAR: &str = "LOAD_SHED_CONFIG";
+pub(super) const CONFIG_FILE_VAR: &str = "LOAD_SHED_CONFIG";
 
 impl Settings {
     /// Loads from `./config/default.toml`, `$LOAD_SHED_CONFIG` and the process environment.
@@ -43,7 +43,7 @@ impl Settings {
 
     /// Layers the sources in order. `env` is every variable of the environment; only those
     /// starting with [`ENV_PREFIX`] are read, and an unknown one is an error.
-    pub fn from_sources(
+    pub(super) fn from_sources(
         default_file: &Path,
         extra_file: Option<&str>,
         env: &[(String, String)],
@@ -97,7 +97,7 @@ impl Settings {
 }
 
 /// `section.key` → `LOAD_SHED__SECTION__KEY`.
-pub fn env_name(key: &str) -> String {
+pub(super) fn env_name(key: &str) -> String {
     format!(
         "{ENV_PREFIX}{}",
         key.to_ascii_uppercase().replace('.', "__")

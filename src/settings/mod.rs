@@ -20,7 +20,6 @@ mod upstream;
 
 use serde::Deserialize;
 
-pub use loader::{env_name, CONFIG_FILE_VAR, DEFAULT_TOML, ENV_PREFIX};
 pub use rules::ConfigError;
 
 pub(crate) use api::ApiSettings;
@@ -502,6 +501,6 @@ mod tests {
         let env = vec![];
         let e = Settings::from_sources(Path::new("nope"), Some("/no/such/file.toml"), &env)
             .unwrap_err();
-        assert_eq!(e.key, CONFIG_FILE_VAR);
+        assert_eq!(e.key, loader::CONFIG_FILE_VAR);
     }
 }

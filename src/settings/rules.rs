@@ -1,14 +1,15 @@
 //! [`ConfigError`] and the small rules every section checks its values with. Each error names
 //! the key in both its `section.key` and its environment form.
 
-use std::fmt;
 use std::net::SocketAddr;
 
 use super::loader::env_name;
 use crate::bounds;
 
-/// Why start-up refused the configuration: printed as one line, exit code 2.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why start-up refused the configuration: printed as one line (whatever the source said), exit
+/// code 2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration error: {}: {}", .key, .rule.replace(['\n', '\r'], " "))]
 pub struct ConfigError {
     /// `section.key`, or the offending variable or file.
     pub key: String,
@@ -28,16 +29,6 @@ impl ConfigError {
         Self::new(format!("{key} ({})", env_name(key)), rule)
     }
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // One line, whatever the source said.
-        let rule = self.rule.replace(['\n', '\r'], " ");
-        write!(f, "configuration error: {}: {}", self.key, rule)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 pub(crate) fn check(ok: bool, key: &str, rule: impl FnOnce() -> String) -> Result<(), ConfigError> {
     if ok {

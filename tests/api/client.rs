@@ -3,7 +3,7 @@
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{spawn_app, spawn_upstream};
+use crate::helpers::{spawn_api_against, spawn_app, spawn_upstream};
 
 #[actix_web::test]
 async fn a_healthy_upstream_answers_200_with_its_latency_and_the_priority() {
@@ -93,12 +93,7 @@ async fn a_refused_connection_is_a_502_upstream_unavailable() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let url = format!("http://127.0.0.1:{closed_port}");
-    let app = spawn_app(&[
-        ("LOAD_SHED__ROLE", "api"),
-        ("LOAD_SHED__API__UPSTREAM_URL", &url),
-    ])
-    .await;
+    let app = spawn_api_against(([127, 0, 0, 1], closed_port).into(), &[]).await;
     let r = app.get("/client").await;
     assert_eq!(r.status, 502);
     assert_eq!(r.json, serde_json::json!({"error": "upstream unavailable"}));
@@ -189,12 +184,10 @@ async fn a_callers_own_short_timeout_does_not_open_the_breaker() {
 async fn an_oversized_upstream_body_is_a_502_transport_failure() {
     // The upstream's 2xx body (~30 bytes) exceeds this cap.
     let upstream = spawn_upstream(&[]).await;
-    let url = format!("http://{upstream}");
-    let app = spawn_app(&[
-        ("LOAD_SHED__ROLE", "api"),
-        ("LOAD_SHED__API__UPSTREAM_URL", &url),
-        ("LOAD_SHED__API__MAX_UPSTREAM_BODY_BYTES", "8"),
-    ])
+    let app = spawn_api_against(
+        upstream,
+        &[("LOAD_SHED__API__MAX_UPSTREAM_BODY_BYTES", "8")],
+    )
     .await;
     let r = app.get("/client?ms=0").await;
     assert_eq!(r.status, 502);

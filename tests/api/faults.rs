@@ -4,11 +4,11 @@
 //! api keeps serving.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{fake_upstream, read_head, spawn_api_against, TestApp};
 
 /// What the fake does with each connection.
 #[derive(Clone, Copy, Debug)]
@@ -33,31 +33,6 @@ enum Fault {
 
 const FAULT_LIFETIME: Duration = Duration::from_secs(3);
 
-/// Starts the fake on a loopback port; each connection is served on its own thread, which ends
-/// by itself within FAULT_LIFETIME.
-fn fake_upstream(fault: Fault) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            thread::spawn(move || serve(stream, fault));
-        }
-    });
-    addr
-}
-
-fn read_head(stream: &mut TcpStream) {
-    let mut buf = [0u8; 4096];
-    let mut seen = Vec::new();
-    stream.set_read_timeout(Some(FAULT_LIFETIME)).ok();
-    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => seen.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
 fn serve(mut stream: TcpStream, fault: Fault) {
     let body_of_100 =
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n";
@@ -71,7 +46,9 @@ fn serve(mut stream: TcpStream, fault: Fault) {
             drop(stream);
             return;
         }
-        _ => read_head(&mut stream),
+        _ => {
+            read_head(&mut stream, FAULT_LIFETIME);
+        }
     }
     let _ = match fault {
         Fault::StallBody => stream.write_all(format!("{body_of_100}{{\"o").as_bytes()),
@@ -108,15 +85,18 @@ fn serve(mut stream: TcpStream, fault: Fault) {
     }
 }
 
+/// The api against a fake that commits `fault` on every connection (each served on its own
+/// thread, which ends by itself within FAULT_LIFETIME).
 async fn api_against(fault: Fault) -> TestApp {
-    let url = format!("http://{}", fake_upstream(fault));
-    spawn_app(&[
-        ("LOAD_SHED__ROLE", "api"),
-        ("LOAD_SHED__API__UPSTREAM_URL", &url),
-        ("LOAD_SHED__API__MAX_UPSTREAM_BODY_BYTES", "4096"),
-        ("LOAD_SHED__BREAKER__FAILURE_THRESHOLD", "1"),
-        ("LOAD_SHED__TIMEOUTS__UPSTREAM_MS", "300"),
-    ])
+    let upstream = fake_upstream(move |stream| serve(stream, fault));
+    spawn_api_against(
+        upstream,
+        &[
+            ("LOAD_SHED__API__MAX_UPSTREAM_BODY_BYTES", "4096"),
+            ("LOAD_SHED__BREAKER__FAILURE_THRESHOLD", "1"),
+            ("LOAD_SHED__TIMEOUTS__UPSTREAM_MS", "300"),
+        ],
+    )
     .await
 }
 

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,49 @@ pub async fn spawn_upstream(env: &[(&str, &str)]) -> SocketAddr {
     let addr = app.upstream_addr().expect("an upstream listener");
     actix_web::rt::spawn(app.run_until_stopped(std::future::pending()));
     addr
+}
+
+/// Starts role `api` pointed at the dependency at `upstream`, with `env` on top.
+pub async fn spawn_api_against(upstream: SocketAddr, env: &[(&str, &str)]) -> TestApp {
+    let url = format!("http://{upstream}");
+    let mut pairs = vec![
+        ("LOAD_SHED__ROLE", "api"),
+        ("LOAD_SHED__API__UPSTREAM_URL", url.as_str()),
+    ];
+    pairs.extend_from_slice(env);
+    spawn_app(&pairs).await
+}
+
+/// A raw-TCP fake dependency on a loopback port: each connection is handed to `serve` on a thread
+/// of its own, which must end by itself.
+pub fn fake_upstream<F>(serve: F) -> SocketAddr
+where
+    F: Fn(TcpStream) + Clone + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let addr = listener.local_addr().expect("its address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let serve = serve.clone();
+            std::thread::spawn(move || serve(stream));
+        }
+    });
+    addr
+}
+
+/// Reads a request head, up to its blank line, waiting at most `within` for each read. False if
+/// the peer closed first or went quiet.
+pub fn read_head(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    let mut seen = Vec::new();
+    stream.set_read_timeout(Some(within)).ok();
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
 }
 
 impl TestApp {

@@ -1,12 +1,12 @@
-mod aborts;
 mod admission;
 mod backlog;
 mod binary;
 mod breaker;
 mod client;
-mod clients;
 mod faults;
 mod helpers;
+mod hostile_clients;
+mod http2;
 mod metrics;
 mod retries;
 mod upstream;

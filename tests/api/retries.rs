@@ -3,13 +3,13 @@
 //! allow it; a hedge's loser is cancelled and its connection to the dependency closed.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{client_decisions, spawn_app, TestApp};
+use crate::helpers::{client_decisions, fake_upstream, read_head, spawn_api_against, TestApp};
 
 /// What a scripted dependency does with its n-th request (from 0); every answer closes the
 /// connection, so each attempt is one connection.
@@ -32,17 +32,10 @@ struct Scripted {
 }
 
 fn scripted(script: &'static [Step]) -> Scripted {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let requests = Arc::new(AtomicUsize::new(0));
     let hung_closed = Arc::new(Mutex::new(Vec::new()));
     let (count, closed) = (requests.clone(), hung_closed.clone());
-    thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let (count, closed) = (count.clone(), closed.clone());
-            thread::spawn(move || serve(stream, script, &count, &closed));
-        }
-    });
+    let addr = fake_upstream(move |stream| serve(stream, script, &count, &closed));
     Scripted {
         addr,
         requests,
@@ -56,15 +49,10 @@ fn serve(
     count: &AtomicUsize,
     closed: &Mutex<Vec<Instant>>,
 ) {
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => seen.extend_from_slice(&buf[..n]),
-        }
+    if !read_head(&mut stream, Duration::from_secs(5)) {
+        return;
     }
+    let mut buf = [0u8; 64];
     let n = count.fetch_add(1, Ordering::SeqCst);
     let step = script[n.min(script.len() - 1)];
     let (status, wait) = match step {
@@ -88,15 +76,12 @@ fn serve(
 }
 
 async fn api(upstream: SocketAddr, env: &[(&str, &str)]) -> TestApp {
-    let url = format!("http://{upstream}");
     let mut pairs = vec![
-        ("LOAD_SHED__ROLE", "api"),
-        ("LOAD_SHED__API__UPSTREAM_URL", url.as_str()),
         ("LOAD_SHED__RETRY__BACKOFF_BASE_MS", "1"),
         ("LOAD_SHED__RETRY__BACKOFF_MAX_MS", "5"),
     ];
     pairs.extend_from_slice(env);
-    spawn_app(&pairs).await
+    spawn_api_against(upstream, &pairs).await
 }
 
 async fn attempts(app: &TestApp, kind: &str, result: &str) -> f64 {

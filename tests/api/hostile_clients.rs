@@ -1,5 +1,5 @@
-//! Clients that crawl, idle or vanish: others are still served at their normal latency, and no
-//! permit leaks. Blocking socket work runs off the test's thread: the in-process actors run on it.
+//! Clients that crawl, idle, abort mid-request or vanish: others are still served at their normal
+//! latency, permits and probe slots come back, and nothing is counted as an upstream result. Blocking socket work runs off the test's thread: the in-process actors run on it.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::rt::task::spawn_blocking;
 
-use crate::helpers::{client_decisions, series_value, spawn_app};
+use crate::helpers::{client_decisions, send_and_leave_open, series_value, spawn_app};
 
 fn connect_many(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     (0..n).map(|_| TcpStream::connect(addr).unwrap()).collect()
@@ -141,4 +141,60 @@ async fn clients_vanishing_at_random_under_load_leak_no_permit() {
         );
     }
     assert_eq!(app.get("/client?ms=0").await.status, 200);
+}
+
+#[actix_web::test]
+async fn permits_are_released_when_clients_abort_mid_request() {
+    let app = spawn_app(&[("LOAD_SHED__BREAKER__FAILURE_THRESHOLD", "1")]).await;
+    let streams: Vec<_> = (0..20)
+        .map(|_| send_and_leave_open(app.api, "GET", "/client?ms=3000&timeout_ms=5000"))
+        .collect();
+    app.wait_for("admission_inflight", &[], 20.0, Duration::from_secs(3))
+        .await;
+    drop(streams);
+
+    // Released at the disconnect, well before the upstream's 3 s would end.
+    app.wait_for("admission_inflight", &[], 0.0, Duration::from_millis(1500))
+        .await;
+    app.wait_for(
+        "http_requests_total",
+        &[("method", "GET"), ("path", "/client"), ("status", "499")],
+        20.0,
+        Duration::from_secs(1),
+    )
+    .await;
+    let text = app.metrics().await;
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("upstream_requests_total"))
+    {
+        assert!(line.ends_with(" 0"), "an aborted call was counted: {line}");
+    }
+    // An abandoned call is no verdict: the breaker (threshold 1) stays closed and serves.
+    assert_eq!(app.metric("circuit_breaker_state", &[]).await, Some(0.0));
+    assert_eq!(app.get("/client?ms=0").await.status, 200);
+}
+
+#[actix_web::test]
+async fn an_abandoned_probe_frees_its_slot_for_the_next_caller() {
+    let app = spawn_app(&[
+        ("LOAD_SHED__BREAKER__FAILURE_THRESHOLD", "1"),
+        ("LOAD_SHED__BREAKER__OPEN_SECONDS", "1"),
+    ])
+    .await;
+    assert_eq!(app.get("/client?ms=0&fail_rate=1").await.status, 502);
+    app.wait_for("circuit_breaker_state", &[], 2.0, Duration::from_secs(3))
+        .await;
+    // This caller takes the only probe slot and leaves.
+    let probe = send_and_leave_open(app.api, "GET", "/client?ms=3000&timeout_ms=5000");
+    app.wait_for("admission_inflight", &[], 1.0, Duration::from_secs(2))
+        .await;
+    assert_eq!(app.get("/client?ms=0").await.status, 503);
+    drop(probe);
+    app.wait_for("admission_inflight", &[], 0.0, Duration::from_secs(2))
+        .await;
+    // The slot is free again: the next caller probes and closes the breaker.
+    assert_eq!(app.get("/client?ms=0").await.status, 200);
+    app.wait_for("circuit_breaker_state", &[], 0.0, Duration::from_secs(1))
+        .await;
 }
