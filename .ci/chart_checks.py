@@ -28,10 +28,9 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from harness import Checks, binary_arg, free_port, get, series, spawn, wait_up
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "loadtest"))
-from harness import Checks, binary_arg, free_port, get, spawn, wait_up
 
 CHART = ROOT / "helm/load-shed-api"
 KUBE_VERSIONS = ["1.30.0", "1.35.0"]
@@ -43,15 +42,6 @@ check = checks.check
 
 def run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, **kw)
-
-
-def metric(text, name, labels):
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    series = f"{name}{{{want}}}" if want else name
-    for line in text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 STANDARD_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by",
@@ -182,14 +172,21 @@ def startup_check(name, docs, binary, workdir):
             source = "min_limit split by the rendered fractions"
         else:
             expected = {p: float(env[f"LOAD_SHED__ADMISSION__{k}"])
-                        for p, k in [("high", "MAX_INFLIGHT"), ("normal", "NORMAL_MAX_INFLIGHT"), ("low", "LOW_MAX_INFLIGHT")]}
+                        for p, k in [("high", "MAX_INFLIGHT"), ("normal", "NORMAL_MAX_INFLIGHT"),
+                                     ("low", "LOW_MAX_INFLIGHT")]}
             source = "rendered"
         for priority, want_limit in expected.items():
-            value = metric(text, "admission_limit", {"priority": priority})
-            check(value == want_limit, f"{name}: admission_limit{{priority=\"{priority}\"}} is the {source} {want_limit:g} (got {value})")
+            value = series(text, "admission_limit", priority=priority)
+            check(
+                value == want_limit,
+                f'{name}: admission_limit{{priority="{priority}"}} is the {source} {want_limit:g} (got {value})',
+            )
         out = run([binary, "check", base])
-        check(out.returncode == (1 if fails else 0),
-              f"{name}: `load-shed-api check` exits {out.returncode} ({(out.stdout + out.stderr).strip().splitlines()[-1]})")
+        check(
+            out.returncode == (1 if fails else 0),
+            f"{name}: `load-shed-api check` exits {out.returncode} "
+            f"({(out.stdout + out.stderr).strip().splitlines()[-1]})",
+        )
     except (RuntimeError, KeyError, OSError) as e:
         check(False, f"{name}: start-up check: {e}")
     finally:
@@ -205,19 +202,27 @@ def startup_check(name, docs, binary, workdir):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--binary", type=binary_arg, default=str(ROOT / "target/debug/load-shed-api"))
-    parser.add_argument("--crd-validator", required=True,
-                        help="directory with node_modules/@kubernetes-models/prometheus-operator")
+    parser.add_argument(
+        "--crd-validator", required=True, help="directory with node_modules/@kubernetes-models/prometheus-operator"
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="load-shed-chart-"))
 
-    cases = [("defaults", [])] + [(f.name.removesuffix("-values.yaml"), ["-f", str(f)])
-                                  for f in sorted((CHART / "ci").glob("*-values.yaml"))]
+    cases = [("defaults", [])] + [
+        (f.name.removesuffix("-values.yaml"), ["-f", str(f)]) for f in sorted((CHART / "ci").glob("*-values.yaml"))
+    ]
     for name, extra in cases:
         print(f"values: {name}", flush=True)
         lint = run(["helm", "lint", "--strict", str(CHART), *extra])
-        check(lint.returncode == 0, f"{name}: helm lint --strict" + ("" if lint.returncode == 0 else f"\n{lint.stdout}{lint.stderr}"))
+        check(
+            lint.returncode == 0,
+            f"{name}: helm lint --strict" + ("" if lint.returncode == 0 else f"\n{lint.stdout}{lint.stderr}"),
+        )
         rendered = run(["helm", "template", "demo", str(CHART), "--namespace", "demo", *extra])
-        check(rendered.returncode == 0, f"{name}: helm template" + ("" if rendered.returncode == 0 else f"\n{rendered.stderr}"))
+        check(
+            rendered.returncode == 0,
+            f"{name}: helm template" + ("" if rendered.returncode == 0 else f"\n{rendered.stderr}"),
+        )
         if rendered.returncode != 0:
             continue
         docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
@@ -227,8 +232,11 @@ def main():
         core_file.write_text(yaml.safe_dump_all(core))
         for version in KUBE_VERSIONS:
             v = run([sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet", "-k", version, str(core_file)])
-            check(v.returncode == 0, f"{name}: {len(core)} core objects valid for Kubernetes {version} (strict)"
-                  + ("" if v.returncode == 0 else f"\n{v.stdout}{v.stderr}"))
+            check(
+                v.returncode == 0,
+                f"{name}: {len(core)} core objects valid for Kubernetes {version} (strict)"
+                + ("" if v.returncode == 0 else f"\n{v.stdout}{v.stderr}"),
+            )
         if crds:
             crd_file = workdir / f"{name}-crds.json"
             crd_file.write_text(json.dumps(crds))
@@ -236,17 +244,25 @@ def main():
             script = Path(args.crd_validator) / "validate-crds.mjs"
             script.write_text((ROOT / ".ci/validate-crds.mjs").read_text())
             v = run(["node", str(script), str(crd_file)])
-            check(v.returncode == 0, f"{name}: {len(crds)} ServiceMonitor/PrometheusRule valid ({v.stdout.strip()}{v.stderr.strip()})")
+            check(
+                v.returncode == 0,
+                f"{name}: {len(crds)} ServiceMonitor/PrometheusRule valid ({v.stdout.strip()}{v.stderr.strip()})",
+            )
         for rule in (d for d in docs if d["kind"] == "PrometheusRule"):
             rules_file = workdir / f"{name}-rules.yaml"
             rules_file.write_text(yaml.safe_dump(rule["spec"]))
             v = run(["promtool", "check", "rules", str(rules_file)])
-            check(v.returncode == 0, f"{name}: rendered PrometheusRule passes promtool check rules"
-                  + ("" if v.returncode == 0 else f"\n{v.stdout}{v.stderr}"))
+            check(
+                v.returncode == 0,
+                f"{name}: rendered PrometheusRule passes promtool check rules"
+                + ("" if v.returncode == 0 else f"\n{v.stdout}{v.stderr}"),
+            )
         for monitor in (d for d in docs if d["kind"] == "ServiceMonitor"):
             relabel = monitor["spec"]["endpoints"][0]["relabelings"][0]
-            check(relabel["targetLabel"] == "job" and relabel["replacement"].startswith("load-shed-api"),
-                  f"{name}: {monitor['metadata']['name']} sets job={relabel['replacement']}")
+            check(
+                relabel["targetLabel"] == "job" and relabel["replacement"].startswith("load-shed-api"),
+                f"{name}: {monitor['metadata']['name']} sets job={relabel['replacement']}",
+            )
         labels_check(name, docs)
         kinds = sorted(d["kind"] for d in docs)
         print(f"  rendered: {', '.join(kinds)}")

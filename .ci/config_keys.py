@@ -30,9 +30,7 @@ import tomllib
 from pathlib import Path
 
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loadtest"))
-from harness import Checks  # shared with the load scripts
+from harness import Checks
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS = ROOT / "config/default.toml"
@@ -141,7 +139,7 @@ def rust_structs():
                 depth += {"{": 1, "}": -1}.get(text[end], 0)
                 end += 1
             body = text[m.end():end - 1]
-            fields = dict(re.findall(r"^\s*(?:pub(?:\([\w:]+\))?\s+)?(\w+)\s*:\s*([^,\n]+),", body, re.M))
+            fields = dict(re.findall(r"^\s*(?:pub(?:\([\w:]+\))?\s+)?(\w+)\s*:\s*([^,\n]+),", body, re.MULTILINE))
             found[m.group(1)] = (path.relative_to(ROOT), {k: v.strip() for k, v in fields.items()})
     return found
 
@@ -174,14 +172,18 @@ def main():
         if chart_key not in chart_keys:
             problems.append("missing from values.yaml")
         elif not same(values[section][name], defaults[key]):
-            problems.append(f"values.yaml defaults to {values[section][name]!r}, config/default.toml to {defaults[key]!r}")
+            problems.append(f"values.yaml defaults to {values[section][name]!r}, "
+                            f"config/default.toml to {defaults[key]!r}")
         prop = schema.get(section, {}).get("properties", {}).get(name)
         if prop is None:
             problems.append("missing from values.schema.json")
         elif "type" in prop and not fits(prop["type"], defaults[key]):
             problems.append(f"values.schema.json has type {prop['type']}, but the default is {defaults[key]!r}")
-        checks.check(not problems, f"{key} = config.{chart_key} in values.yaml and values.schema.json"
-                     + (f": {'; '.join(problems)}" if problems else ""))
+        checks.check(
+            not problems,
+            f"{key} = config.{chart_key} in values.yaml and values.schema.json"
+            + (f": {'; '.join(problems)}" if problems else ""),
+        )
     for chart_key in sorted(chart_keys - set(expected)):
         checks.fail(f"values.yaml: config.{chart_key} is no key of config/default.toml")
     schema_keys = {f"{s}.{k}" for s, body in schema.items() for k in body.get("properties", {})}
@@ -193,14 +195,22 @@ def main():
     print(f"typed sections: {', '.join(sections)}")
     # A key's field is named for it, its unit suffix dropped when the type carries the unit.
     key_fields = {re.sub(r"_(ms|seconds)$", "", k.split(".")[-1]) for k in defaults} | {
-        k.split(".")[-1] for k in defaults}
+        k.split(".")[-1] for k in defaults
+    }
     for name in sections:
         home, fields = structs[name]
-        copies = [f"{other}.{field} ({path})" for other, (path, theirs) in structs.items()
-                  if other not in sections and not other.startswith("Raw") and path not in REQUEST_PARAMS
-                  for field, ty in theirs.items() if field in key_fields and fields.get(field) == ty]
-        checks.check(not copies, f"{name} ({home}) is handed over, not copied field by field"
-                     + (f": copied as {', '.join(copies)}" if copies else ""))
+        copies = [
+            f"{other}.{field} ({path})"
+            for other, (path, theirs) in structs.items()
+            if other not in sections and not other.startswith("Raw") and path not in REQUEST_PARAMS
+            for field, ty in theirs.items()
+            if field in key_fields and fields.get(field) == ty
+        ]
+        checks.check(
+            not copies,
+            f"{name} ({home}) is handed over, not copied field by field"
+            + (f": copied as {', '.join(copies)}" if copies else ""),
+        )
 
     generated = table()
     docs = DOCS.read_text()
@@ -209,9 +219,11 @@ def main():
         DOCS.write_text(docs.replace(current.group(0), generated) if current else docs + "\n" + generated + "\n")
         print(f"wrote {DOCS.relative_to(ROOT)}")
     else:
-        checks.check(current is not None and current.group(0) == generated,
-                     "docs/configuration.md's table is what config/default.toml generates"
-                     " (else: python3 .ci/config_keys.py --write)")
+        checks.check(
+            current is not None and current.group(0) == generated,
+            "docs/configuration.md's table is what config/default.toml generates"
+            " (else: python3 .ci/config_keys.py --write)",
+        )
     checks.finish("configuration keys")
 
 

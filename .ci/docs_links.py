@@ -11,20 +11,19 @@ Usage: python3 .ci/docs_links.py
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "loadtest"))
-from harness import Checks  # shared with the load scripts
+from harness import Checks
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "grafana/alerts/load-shed-api.rules.yaml"
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 # A file named in text, then within a few characters a quoted section of it.
 # (Not a file name that is itself in quotes: that is code, not prose.)
-SECTION_REF = re.compile(r'(?<!["\'\w/.-])((?:[\w.-]+/)*(?:README|[\w-]+\.md))\b(?:\.md)?(?!["\'])[ ,]*\(?"([A-Za-z][^"\n]{1,80})"')
+SECTION_REF = re.compile(
+    r'(?<!["\'\w/.-])((?:[\w.-]+/)*(?:README|[\w-]+\.md))\b(?:\.md)?(?!["\'])[ ,]*\(?"([A-Za-z][^"\n]{1,80})"'
+)
 TEXT_FILES = (".md", ".py", ".rs", ".toml", ".yaml", ".yml", ".tf", ".tpl", ".txt", ".json", ".sh")
 
 
@@ -63,8 +62,12 @@ def main():
             # Runbook links are relative to the repository root.
             resolve(ROOT / "README.md", runbook)
 
-    sources = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
-               *sorted(p for p in ROOT.glob("*/README.md")), *sorted(ROOT.glob("helm/*/README.md"))]
+    sources = [
+        ROOT / "README.md",
+        *sorted((ROOT / "docs").glob("*.md")),
+        *sorted(p for p in ROOT.glob("*/README.md")),
+        *sorted(ROOT.glob("helm/*/README.md")),
+    ]
     for source in sources:
         text = re.sub(r"```.*?```", "", source.read_text(), flags=re.DOTALL)
         for target in LINK.findall(text):
@@ -74,18 +77,24 @@ def main():
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
     for name in tracked.stdout.split():
         source = ROOT / name
-        if not (source.suffix in TEXT_FILES or name == ".ci/run") or not source.is_file() or source == Path(__file__).resolve():
+        if (
+            not (source.suffix in TEXT_FILES or name == ".ci/run")
+            or not source.is_file()
+            or source == Path(__file__).resolve()
+        ):
             continue
         for m in SECTION_REF.finditer(source.read_text(errors="replace")):
             named, section = m.groups()
             named = named if named.endswith(".md") else named + ".md"
             target = next((p for p in (ROOT / named, source.parent / named) if p.is_file()), None)
-            what = f"{name}: {named} \"{section}\""
+            what = f'{name}: {named} "{section}"'
             if target is None:
                 checks.fail(f"{what}: no such file")
             else:
-                checks.check(slug(section) in anchors(target), f"{what}" + ("" if slug(section) in anchors(target)
-                                                                          else ": no such heading"))
+                checks.check(
+                    slug(section) in anchors(target),
+                    f"{what}" + ("" if slug(section) in anchors(target) else ": no such heading"),
+                )
 
     checks.finish("links")
 

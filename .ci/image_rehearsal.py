@@ -35,10 +35,9 @@ import time
 from pathlib import Path
 
 import yaml
+from harness import Checks, get
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "loadtest"))
-from harness import Checks, get  # shared with the load scripts
 
 CHART = ROOT / "helm/load-shed-api"
 IMAGE = "localhost/load-shed-api:rehearsal"
@@ -96,12 +95,20 @@ def builder_standin(tag, work):
     tc = toolchain()
     for name in TOOLCHAIN_BINARIES:
         shutil.copy2(tc / "bin" / name, rust / "bin" / name)
-    shutil.copytree(tc / "lib", rust / "lib", symlinks=True,
-                    ignore=lambda d, names: [n for n in names if Path(d, n) in (tc / "lib/rustlib/src", tc / "lib/rustlib/etc")])
+    shutil.copytree(
+        tc / "lib",
+        rust / "lib",
+        symlinks=True,
+        ignore=lambda d, names: [n for n in names if Path(d, n) in (tc / "lib/rustlib/src", tc / "lib/rustlib/etc")],
+    )
     shutil.copy2(CA_BUNDLE, root / "etc/ssl/certs/ca-certificates.crt")
     (root / "usr/local/cargo").mkdir(parents=True, exist_ok=True)
-    import_dir(root, tag, "ENV PATH=/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-               "ENV CARGO_HOME=/usr/local/cargo")
+    import_dir(
+        root,
+        tag,
+        "ENV PATH=/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "ENV CARGO_HOME=/usr/local/cargo",
+    )
     print(f"  made the stand-in {tag} in {time.time() - began:.0f} s", flush=True)
 
 
@@ -118,9 +125,11 @@ def runtime_standin(tag, work):
         shutil.rmtree(root / junk, ignore_errors=True)
     (root / "etc/ssl/certs").mkdir(parents=True, exist_ok=True)
     shutil.copy2(CA_BUNDLE, root / "etc/ssl/certs/ca-certificates.crt")
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/sbin/nologin\n"
-                                     "nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
-                                     "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")
+    (root / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/sbin/nologin\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
+        "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"
+    )
     (root / "etc/group").write_text("root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n")
     (root / "tmp").mkdir(mode=0o1777, exist_ok=True)
     os.chmod(root / "tmp", 0o1777)
@@ -131,8 +140,9 @@ def runtime_standin(tag, work):
 
 
 def render():
-    out = subprocess.run(["helm", "template", "demo", str(CHART), "--namespace", "demo"], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        ["helm", "template", "demo", str(CHART), "--namespace", "demo"], capture_output=True, text=True, check=True
+    )
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]
     configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
     deployments = {d["spec"]["template"]["spec"]["containers"][0]["name"]: d for d in docs if d["kind"] == "Deployment"}
@@ -167,10 +177,17 @@ def run_container(name, deployment, configmaps, services):
         env_vars.update(configmaps[source["configMapRef"]["name"]])
     for var in container.get("env", []):
         env_vars[var["name"]] = var["value"]
-    argv = ["podman", "run", "-d", "--name", f"rehearsal-{name}", "--network=host",
-            *security_flags(container.get("securityContext", {}), pod.get("securityContext", {})),
-            *[f"--add-host={svc}:127.0.0.1" for svc in services],
-            *[f"--env={k}={v}" for k, v in env_vars.items()]]
+    argv = [
+        "podman",
+        "run",
+        "-d",
+        "--name",
+        f"rehearsal-{name}",
+        "--network=host",
+        *security_flags(container.get("securityContext", {}), pod.get("securityContext", {})),
+        *[f"--add-host={svc}:127.0.0.1" for svc in services],
+        *[f"--env={k}={v}" for k, v in env_vars.items()],
+    ]
     if "command" in container:
         argv.append(f"--entrypoint={json.dumps(container['command'])}")
     argv += [IMAGE, *container.get("args", [])]
@@ -202,8 +219,10 @@ def stop_container(name, grace):
     r = sh("podman", "wait", f"rehearsal-{name}", timeout=grace + 30, check=False)
     took = time.time() - began
     code = r.stdout.strip()
-    checks.check(code == "0" and took <= grace,
-                 f"{name}: SIGTERM → exit {code} after {took:.1f} s (terminationGracePeriodSeconds {grace})")
+    checks.check(
+        code == "0" and took <= grace,
+        f"{name}: SIGTERM → exit {code} after {took:.1f} s (terminationGracePeriodSeconds {grace})",
+    )
 
 
 def main():
@@ -220,11 +239,25 @@ def main():
                 make(tag, work)
 
         began = time.time()
-        r = sh("podman", "build", "--pull=never", "--network=host", "-t", IMAGE, "-f", ROOT / "Dockerfile", ROOT,
-               timeout=2400, check=False)
+        r = sh(
+            "podman",
+            "build",
+            "--pull=never",
+            "--network=host",
+            "-t",
+            IMAGE,
+            "-f",
+            ROOT / "Dockerfile",
+            ROOT,
+            timeout=2400,
+            check=False,
+        )
         took = time.time() - began
-        if not checks.check(r.returncode == 0, f"podman build of the unmodified Dockerfile ({took:.0f} s)"
-                            + ("" if r.returncode == 0 else f"\n{(r.stderr or r.stdout)[-3000:]}")):
+        if not checks.check(
+            r.returncode == 0,
+            f"podman build of the unmodified Dockerfile ({took:.0f} s)"
+            + ("" if r.returncode == 0 else f"\n{(r.stderr or r.stdout)[-3000:]}"),
+        ):
             checks.finish("image rehearsal")
         size = int(sh("podman", "image", "inspect", "--format", "{{.Size}}", IMAGE).stdout.strip())
         checks.check(size <= 40 * 1024 * 1024, f"image size {size / 1e6:.1f} MB (target <= 40 MB)")
@@ -244,15 +277,28 @@ def main():
             port = svc["spec"]["ports"][0]
             target = port["targetPort"]
             if not isinstance(target, int):
-                target = next(d for d in deployments.values()
-                              if d["spec"]["selector"]["matchLabels"].items() <= svc["spec"]["selector"].items()
-                              )["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+                target = next(
+                    d
+                    for d in deployments.values()
+                    if d["spec"]["selector"]["matchLabels"].items() <= svc["spec"]["selector"].items()
+                )["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
             args = [a.replace(f"http://{svc_name}:{port['port']}", f"http://127.0.0.1:{target}") for a in args]
-        r = sh("podman", "run", "--rm", "--network=host",
-               *security_flags(check_container.get("securityContext", {}), test_pod["spec"].get("securityContext", {})),
-               IMAGE, *args, check=False, timeout=60)
-        checks.check(r.returncode == 0, f"helm test's command `{' '.join(check_container['args'])}` exits 0: "
-                     + " | ".join((r.stdout + r.stderr).strip().splitlines()[-3:]))
+        r = sh(
+            "podman",
+            "run",
+            "--rm",
+            "--network=host",
+            *security_flags(check_container.get("securityContext", {}), test_pod["spec"].get("securityContext", {})),
+            IMAGE,
+            *args,
+            check=False,
+            timeout=60,
+        )
+        checks.check(
+            r.returncode == 0,
+            f"helm test's command `{' '.join(check_container['args'])}` exits 0: "
+            + " | ".join((r.stdout + r.stderr).strip().splitlines()[-3:]),
+        )
 
         # The api first, as Kubernetes would in any order; each must drain and exit 0 in time.
         for name, grace in reversed(containers):

@@ -203,7 +203,8 @@ def step_wrk(name, url, reps, duration, service=None, path=None, expect=None, ar
             r = wrk(url, duration)
             time.sleep(0.3)
             after = service.statuses(path) if service else {}
-        r["status"] = {k: int(after.get(k, 0) - before.get(k, 0)) for k in after if after.get(k, 0) - before.get(k, 0) > 0}
+        grew = {k: int(after.get(k, 0) - before.get(k, 0)) for k in after}
+        r["status"] = {k: n for k, n in grew.items() if n > 0}
         for key, ref in (("ref", reference), ("even", even)):
             if ref:
                 r[key] = {**wrk(ref[1], duration), "name": ref[0], "url": ref[1]}
@@ -218,12 +219,20 @@ def step_wrk(name, url, reps, duration, service=None, path=None, expect=None, ar
         for k, v in r["status"].items():
             status[k] = status.get(k, 0) + v
     if not status:
-        status = {"2xx": sum(r["requests"] - r["non_2xx"] for r in runs),
-                  "non-2xx": sum(r["non_2xx"] for r in runs)}
+        status = {"2xx": sum(r["requests"] - r["non_2xx"] for r in runs), "non-2xx": sum(r["non_2xx"] for r in runs)}
         status = {k: v for k, v in status.items() if v}
-    result = {"step": name, "url": url, "rps": med_rps, "rps_min": lo, "rps_max": hi,
-              "p50_ms": summarize(runs, "p50_ms")[0], "p99_ms": summarize(runs, "p99_ms")[0],
-              "status": status, "runs": runs, "cmd": runs[0]["cmd"]}
+    result = {
+        "step": name,
+        "url": url,
+        "rps": med_rps,
+        "rps_min": lo,
+        "rps_max": hi,
+        "p50_ms": summarize(runs, "p50_ms")[0],
+        "p99_ms": summarize(runs, "p99_ms")[0],
+        "status": status,
+        "runs": runs,
+        "cmd": runs[0]["cmd"],
+    }
     if reference:
         result["ratio"] = statistics.median(r["ratio"] for r in runs)
         result["ref_name"] = reference[0]
@@ -235,45 +244,77 @@ def step_wrk(name, url, reps, duration, service=None, path=None, expect=None, ar
         result["all_expected"] = not bad
         if bad:
             print(f"  WARNING {name}: expected only {expect}, got {status}")
-    print(f"  {name:<28} {med_rps:>10.0f} req/s  p50 {result['p50_ms']:.3f} ms  p99 {result['p99_ms']:.3f} ms  {status}", flush=True)
+    print(
+        f"  {name:<28} {med_rps:>10.0f} req/s  p50 {result['p50_ms']:.3f} ms  p99 {result['p99_ms']:.3f} ms  {status}",
+        flush=True,
+    )
     if reference:
-        print(f"  {'':<28} vs {reference[0]} in the same repetitions: "
-              + ", ".join(f"{r['ratio']:.2f} × (p99 {r['p99_ms']:.2f} vs {r['ref']['p99_ms']:.2f} ms)" for r in runs), flush=True)
+        print(
+            f"  {'':<28} vs {reference[0]} in the same repetitions: "
+            + ", ".join(f"{r['ratio']:.2f} × (p99 {r['p99_ms']:.2f} vs {r['ref']['p99_ms']:.2f} ms)" for r in runs),
+            flush=True,
+        )
     if even:
-        print(f"  {'':<28} vs {even[0]}: "
-              + ", ".join(f"{r['ratio_even']:.2f} × (p99 {r['even']['p99_ms']:.2f} ms)" for r in runs), flush=True)
+        print(
+            f"  {'':<28} vs {even[0]}: "
+            + ", ".join(f"{r['ratio_even']:.2f} × (p99 {r['even']['p99_ms']:.2f} ms)" for r in runs),
+            flush=True,
+        )
     return result
 
 
 def reference_step(name, steps):
     """One nginx row from the reference runs paired with the service's steps."""
-    runs = [r[key] for step in steps for r in step.get("runs", []) for key in ("ref", "even")
-            if r.get(key, {}).get("name") == name]
+    runs = [
+        r[key]
+        for step in steps
+        for r in step.get("runs", [])
+        for key in ("ref", "even")
+        if r.get(key, {}).get("name") == name
+    ]
     if not runs:
         return None
     med_rps, lo, hi = summarize(runs, "rps")
     number = {"nginx static 200": "7a", "nginx proxy hop": "7b", EVEN: "7c", EVEN_PROXY: "7d"}[name]
-    return {"step": f"{number} {name}", "url": runs[0]["url"], "rps": med_rps,
-            "rps_min": lo, "rps_max": hi, "p50_ms": summarize(runs, "p50_ms")[0],
-            "p99_ms": summarize(runs, "p99_ms")[0],
-            "status": {"2xx": sum(r["requests"] - r["non_2xx"] for r in runs)}, "runs": runs, "cmd": runs[0]["cmd"]}
+    return {
+        "step": f"{number} {name}",
+        "url": runs[0]["url"],
+        "rps": med_rps,
+        "rps_min": lo,
+        "rps_max": hi,
+        "p50_ms": summarize(runs, "p50_ms")[0],
+        "p99_ms": summarize(runs, "p99_ms")[0],
+        "status": {"2xx": sum(r["requests"] - r["non_2xx"] for r in runs)},
+        "runs": runs,
+        "cmd": runs[0]["cmd"],
+    }
 
 
 # Steps 1-3 and 5: ceilings far above 50 connections, so the hop measures a hop.
-ROOMY = {"LOAD_SHED__ADMISSION__MAX_INFLIGHT": "10000", "LOAD_SHED__ADMISSION__NORMAL_MAX_INFLIGHT": "9000",
-         "LOAD_SHED__ADMISSION__LOW_MAX_INFLIGHT": "8000", "LOAD_SHED__BREAKER__OPEN_SECONDS": "3600"}
+ROOMY = {
+    "LOAD_SHED__ADMISSION__MAX_INFLIGHT": "10000",
+    "LOAD_SHED__ADMISSION__NORMAL_MAX_INFLIGHT": "9000",
+    "LOAD_SHED__ADMISSION__LOW_MAX_INFLIGHT": "8000",
+    "LOAD_SHED__BREAKER__OPEN_SECONDS": "3600",
+}
 
 OVERLOAD_URL = "/client?ms=50&timeout_ms=1000&priority=high"
-
-
-LOAD_TOOL = "hey"  # "oha" when installed (see main)
 
 
 def oha(service, duration, *args):
     """Runs oha against the overload URL and returns its JSON report, sampling the service's RSS
     meanwhile: (report, peak RSS KiB, command)."""
-    cmd = ["oha", "-z", f"{duration}s", *args, "--no-tui", "--output-format", "json", "--stats-success-breakdown",
-           f"{service.api}{OVERLOAD_URL}"]
+    cmd = [
+        "oha",
+        "-z",
+        f"{duration}s",
+        *args,
+        "--no-tui",
+        "--output-format",
+        "json",
+        "--stats-success-breakdown",
+        f"{service.api}{OVERLOAD_URL}",
+    ]
     path = service.log.with_suffix(".oha.json")
     with open(path, "w") as out:
         peak = service.peak_rss_while([subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)])
@@ -288,36 +329,53 @@ def oha_ms(report, which, pct):
     return value * 1000 if value is not None else None
 
 
-def step_capacity(service, duration):
+def step_capacity(service, duration, load_tool):
     """The capacity the overload step is judged against, measured in the same run: as many
     closed-loop clients as there are slots for high priority (50), each sending its next request
     the moment the last is answered, so the slots stay full and nothing is shed. It includes what a
     50 ms upstream call really takes here (timer resolution, the hop), which 50 x 1000/50 = 1000/s
     does not."""
-    if LOAD_TOOL == "oha":
+    if load_tool == "oha":
         report, _, cmd = oha(service, duration, "-c", "50")
         status = {k: int(v) for k, v in report["statusCodeDistribution"].items()}
-        result = {"step": "6c capacity (50 closed-loop clients, no shedding)",
-                  "capacity_rps": status.get("200", 0) / duration, "p50_ms": oha_ms(report, "Successful", 50),
-                  "status": status, "cmd": cmd}
-        print(f"  {result['step']:<28} {result['capacity_rps']:>10.0f} req/s  p50 {result['p50_ms']:.1f} ms  {status}",
-              flush=True)
+        result = {
+            "step": "6c capacity (50 closed-loop clients, no shedding)",
+            "capacity_rps": status.get("200", 0) / duration,
+            "p50_ms": oha_ms(report, "Successful", 50),
+            "status": status,
+            "cmd": cmd,
+        }
+        print(
+            f"  {result['step']:<28} {result['capacity_rps']:>10.0f} req/s  p50 {result['p50_ms']:.1f} ms  {status}",
+            flush=True,
+        )
         time.sleep(1.5)
         return result
     path = service.log.with_suffix(".capacity.csv")
     with open(path, "w") as out:
-        subprocess.run(["hey", "-z", f"{duration}s", "-c", "50", "-o", "csv", f"{service.api}{OVERLOAD_URL}"],
-                       stdout=out, stderr=subprocess.DEVNULL, timeout=duration + 60, check=False)
+        subprocess.run(
+            ["hey", "-z", f"{duration}s", "-c", "50", "-o", "csv", f"{service.api}{OVERLOAD_URL}"],
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+            timeout=duration + 60,
+            check=False,
+        )
     with open(path) as f:
         rows = list(csv.DictReader(f))
     path.unlink()
     ok = [float(r["response-time"]) * 1000 for r in rows if r["status-code"] == "200"]
-    result = {"step": "6c capacity (50 closed-loop clients, no shedding)", "capacity_rps": len(ok) / duration,
-              "p50_ms": percentile(ok, 50), "status": {s: sum(1 for r in rows if r["status-code"] == s)
-                                                      for s in {r["status-code"] for r in rows}},
-              "cmd": f"hey -z {duration}s -c 50 -o csv <api>{OVERLOAD_URL}"}
-    print(f"  {result['step']:<28} {result['capacity_rps']:>10.0f} req/s  p50 {result['p50_ms']:.1f} ms  {result['status']}",
-          flush=True)
+    result = {
+        "step": "6c capacity (50 closed-loop clients, no shedding)",
+        "capacity_rps": len(ok) / duration,
+        "p50_ms": percentile(ok, 50),
+        "status": {s: sum(1 for r in rows if r["status-code"] == s) for s in {r["status-code"] for r in rows}},
+        "cmd": f"hey -z {duration}s -c 50 -o csv <api>{OVERLOAD_URL}",
+    }
+    print(
+        f"  {result['step']:<28} {result['capacity_rps']:>10.0f} req/s  p50 {result['p50_ms']:.1f} ms  "
+        f"{result['status']}",
+        flush=True,
+    )
     time.sleep(1.5)
     return result
 
@@ -330,31 +388,49 @@ def step_overload_oha(service, reps, duration):
     for _ in range(reps):
         report, peak, cmd = oha(service, duration, "-q", "8000", "--latency-correction", "-c", "400")
         status = {k: int(v) for k, v in report["statusCodeDistribution"].items()}
-        runs.append({
-            "goodput": status.get("200", 0) / duration,
-            "admitted_p50_ms": oha_ms(report, "Successful", 50), "admitted_p99_ms": oha_ms(report, "Successful", 99),
-            # The answers that were not 200: 429s, unless the status mix says otherwise.
-            "shed_p50_ms": oha_ms(report, "NotSuccessful", 50), "shed_p99_ms": oha_ms(report, "NotSuccessful", 99),
-            "status": status, "offered_rps": sum(status.values()) / duration, "peak_rss_kib": peak,
-            "errors": report.get("errorDistribution", {}),
-        })
+        runs.append(
+            {
+                "goodput": status.get("200", 0) / duration,
+                "admitted_p50_ms": oha_ms(report, "Successful", 50),
+                "admitted_p99_ms": oha_ms(report, "Successful", 99),
+                # The answers that were not 200: 429s, unless the status mix says otherwise.
+                "shed_p50_ms": oha_ms(report, "NotSuccessful", 50),
+                "shed_p99_ms": oha_ms(report, "NotSuccessful", 99),
+                "status": status,
+                "offered_rps": sum(status.values()) / duration,
+                "peak_rss_kib": peak,
+                "errors": report.get("errorDistribution", {}),
+            }
+        )
         time.sleep(1.5)
     return overload_result("6 overload (8x capacity)", runs, cmd)
 
 
 def overload_result(name, runs, cmd):
-    med = {k: statistics.median([r[k] for r in runs if r[k] is not None])
-           for k in ("goodput", "admitted_p50_ms", "admitted_p99_ms", "shed_p50_ms", "shed_p99_ms", "offered_rps")}
+    med = {
+        k: statistics.median([r[k] for r in runs if r[k] is not None])
+        for k in ("goodput", "admitted_p50_ms", "admitted_p99_ms", "shed_p50_ms", "shed_p99_ms", "offered_rps")
+    }
     status = {}
     for r in runs:
         for k, v in r["status"].items():
             status[k] = status.get(k, 0) + v
-    result = {"step": name, **med, "goodput_min": min(r["goodput"] for r in runs),
-              "goodput_max": max(r["goodput"] for r in runs), "status": status,
-              "peak_rss_kib": max(r["peak_rss_kib"] for r in runs), "runs": runs, "cmd": cmd}
-    print(f"  {name:<28} goodput {med['goodput']:.0f}/s (offered {med['offered_rps']:.0f}/s)  admitted p50 "
-          f"{med['admitted_p50_ms']:.1f} p99 {med['admitted_p99_ms']:.1f} ms  shed p50 {med['shed_p50_ms']:.2f} "
-          f"p99 {med['shed_p99_ms']:.2f} ms  {status}", flush=True)
+    result = {
+        "step": name,
+        **med,
+        "goodput_min": min(r["goodput"] for r in runs),
+        "goodput_max": max(r["goodput"] for r in runs),
+        "status": status,
+        "peak_rss_kib": max(r["peak_rss_kib"] for r in runs),
+        "runs": runs,
+        "cmd": cmd,
+    }
+    print(
+        f"  {name:<28} goodput {med['goodput']:.0f}/s (offered {med['offered_rps']:.0f}/s)  admitted p50 "
+        f"{med['admitted_p50_ms']:.1f} p99 {med['admitted_p99_ms']:.1f} ms  shed p50 {med['shed_p50_ms']:.2f} "
+        f"p99 {med['shed_p99_ms']:.2f} ms  {status}",
+        flush=True,
+    )
     return result
 
 
@@ -374,9 +450,24 @@ def step_overload(service, reps, duration, groups=8):
             path = service.log.with_suffix(f".hey{g}.csv")
             files.append(path)
             with open(path, "w") as out:
-                procs.append(subprocess.Popen(
-                    ["hey", "-z", f"{duration}s", "-c", str(clients), "-q", "20", "-o", "csv", f"{service.api}{OVERLOAD_URL}"],
-                    stdout=out, stderr=subprocess.DEVNULL))
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            "hey",
+                            "-z",
+                            f"{duration}s",
+                            "-c",
+                            str(clients),
+                            "-q",
+                            "20",
+                            "-o",
+                            "csv",
+                            f"{service.api}{OVERLOAD_URL}",
+                        ],
+                        stdout=out,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
             time.sleep(0.050 / groups)
         peak = service.peak_rss_while(procs)
         by_status = {}
@@ -387,17 +478,23 @@ def step_overload(service, reps, duration, groups=8):
             path.unlink()
         ok = by_status.get("200", [])
         shed = by_status.get("429", [])
-        runs.append({
-            "goodput": len(ok) / duration,
-            "admitted_p50_ms": percentile(ok, 50), "admitted_p99_ms": percentile(ok, 99),
-            "shed_p50_ms": percentile(shed, 50), "shed_p99_ms": percentile(shed, 99),
-            "status": {k: len(v) for k, v in by_status.items()},
-            "offered_rps": sum(len(v) for v in by_status.values()) / duration, "peak_rss_kib": peak,
-        })
+        runs.append(
+            {
+                "goodput": len(ok) / duration,
+                "admitted_p50_ms": percentile(ok, 50),
+                "admitted_p99_ms": percentile(ok, 99),
+                "shed_p50_ms": percentile(shed, 50),
+                "shed_p99_ms": percentile(shed, 99),
+                "status": {k: len(v) for k, v in by_status.items()},
+                "offered_rps": sum(len(v) for v in by_status.values()) / duration,
+                "peak_rss_kib": peak,
+            }
+        )
         time.sleep(1.5)  # in-flight requests drain
     name = "6 overload (8x capacity)" if groups > 1 else "6b overload, synchronized bursts"
-    cmd = (f"{groups} x hey -z {duration}s -c {clients} -q 20 -o csv <api>{OVERLOAD_URL}"
-           + (f", started {50 / groups:g} ms apart" if groups > 1 else ""))
+    cmd = f"{groups} x hey -z {duration}s -c {clients} -q 20 -o csv <api>{OVERLOAD_URL}" + (
+        f", started {50 / groups:g} ms apart" if groups > 1 else ""
+    )
     return overload_result(name, runs, cmd)
 
 
@@ -423,8 +520,11 @@ def step_idle_connections(service, n):
     finally:
         for c in conns:
             c.close()
-    print(f"  8b RSS, {n} idle keep-alive connections: {before / 1024:.1f} -> {held / 1024:.1f} MiB "
-          f"({(held - before) / n:.1f} KiB each)", flush=True)
+    print(
+        f"  8b RSS, {n} idle keep-alive connections: {before / 1024:.1f} -> {held / 1024:.1f} MiB "
+        f"({(held - before) / n:.1f} KiB each)",
+        flush=True,
+    )
     return before, held, n
 
 
@@ -434,9 +534,20 @@ HOLD_SECONDS = 5  # the longest `ms` /client accepts
 @contextlib.contextmanager
 def ceilings_held_full(service, n=50):
     """Holds n requests of 5 s in flight (high priority), so every class's ceiling is reached."""
-    holder = subprocess.Popen(["hey", "-n", str(n), "-c", str(n), "-t", "20",
-                               f"{service.api}/client?ms={HOLD_SECONDS * 1000}&timeout_ms=10000&priority=high"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    holder = subprocess.Popen(
+        [
+            "hey",
+            "-n",
+            str(n),
+            "-c",
+            str(n),
+            "-t",
+            "20",
+            f"{service.api}/client?ms={HOLD_SECONDS * 1000}&timeout_ms=10000&priority=high",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_metric(service, f"admission_inflight {n}")
     try:
         yield
@@ -455,11 +566,21 @@ def wait_metric(service, line, timeout=10):
 
 
 def machine():
-    model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                  if l.startswith("model name")), "unknown")
-    return {"nproc": os.cpu_count(), "cpu": model, "commit": git_commit(),
-            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "kernel": os.uname().release}
+    model = next(
+        (
+            l.split(":", 1)[1].strip()
+            for l in Path("/proc/cpuinfo").read_text().splitlines()
+            if l.startswith("model name")
+        ),
+        "unknown",
+    )
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "commit": git_commit(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "kernel": os.uname().release,
+    }
 
 
 TAIL_MS = 2.0
@@ -479,40 +600,61 @@ def verdicts(steps, rss_idle_kib, idle_rss):
         target("/healthz >= 0.60 x nginx static", r >= 0.60, f"{r:.2f}")
         for key, label in (("4 shed (429)", "shed"), ("5 breaker open (503)", "breaker-open")):
             r = s[key]["ratio"]
-            target(f"{label} >= 0.85 x nginx static (median of the paired repetitions)", r >= 0.85,
-                   ", ".join(f"{x['ratio']:.2f}" for x in s[key]["runs"]) + f" → {r:.2f}")
+            target(
+                f"{label} >= 0.85 x nginx static (median of the paired repetitions)",
+                r >= 0.85,
+                ", ".join(f"{x['ratio']:.2f}" for x in s[key]["runs"]) + f" → {r:.2f}",
+            )
             if "ratio_even" in s[key]:
                 r = s[key]["ratio_even"]
-                target(f"{label} >= 0.85 x nginx static with its connections spread over both workers "
-                       "(like-for-like; median)", r >= 0.85,
-                       ", ".join(f"{x['ratio_even']:.2f}" for x in s[key]["runs"]) + f" → {r:.2f}")
+                target(
+                    f"{label} >= 0.85 x nginx static with its connections spread over both workers "
+                    "(like-for-like; median)",
+                    r >= 0.85,
+                    ", ".join(f"{x['ratio_even']:.2f}" for x in s[key]["runs"]) + f" → {r:.2f}",
+                )
             # Each repetition's p99 beside nginx's own, measured right after it. actix spreads its
             # connections over both workers, so two busy workers and wrk share two cores; nginx
             # with its connections spread the same way (reuseport) is the like-for-like tail.
             runs = s[key]["runs"]
             pairs = [(x["p99_ms"], x["ref"]["p99_ms"], x["even"]["p99_ms"]) for x in runs if "even" in x]
             ok = all(ours <= max(TAIL_MS, spread) for ours, _, spread in pairs)
-            target(f"{label} p99 <= 2 ms, or <= nginx's own p99 with its connections spread over both workers, "
-                   "in every repetition", ok,
-                   "; ".join(f"{ours:.2f} vs nginx {plain:.2f} / spread {spread:.2f} ms" for ours, plain, spread in pairs))
+            target(
+                f"{label} p99 <= 2 ms, or <= nginx's own p99 with its connections spread over both workers, "
+                "in every repetition",
+                ok,
+                "; ".join(f"{ours:.2f} vs nginx {plain:.2f} / spread {spread:.2f} ms" for ours, plain, spread in pairs),
+            )
             strict = sum(ours <= TAIL_MS for ours, _, _ in pairs)
             nginx_under = sum(plain <= TAIL_MS for _, plain, _ in pairs)
             spread_under = sum(spread <= TAIL_MS for _, _, spread in pairs)
-            target(f"{label} p99 <= 2 ms, strictly (nginx static: {nginx_under} of {len(pairs)}; "
-                   f"nginx spread: {spread_under} of {len(pairs)})", strict == len(pairs),
-                   f"{strict} of {len(pairs)} repetitions")
+            target(
+                f"{label} p99 <= 2 ms, strictly (nginx static: {nginx_under} of {len(pairs)}; "
+                f"nginx spread: {spread_under} of {len(pairs)})",
+                strict == len(pairs),
+                f"{strict} of {len(pairs)} repetitions",
+            )
     if "ratio" in s["3 /client?ms=0 hop"]:
         hop = s["3 /client?ms=0 hop"]
-        target("/client hop >= 0.75 x nginx proxy hop (median of the paired repetitions)", hop["ratio"] >= 0.75,
-               ", ".join(f"{x['ratio']:.2f}" for x in hop["runs"]) + f" → {hop['ratio']:.2f}")
+        target(
+            "/client hop >= 0.75 x nginx proxy hop (median of the paired repetitions)",
+            hop["ratio"] >= 0.75,
+            ", ".join(f"{x['ratio']:.2f}" for x in hop["runs"]) + f" → {hop['ratio']:.2f}",
+        )
         if "ratio_even" in hop:
-            target("/client hop >= 0.75 x nginx proxy hop with its connections spread over both workers "
-                   "(like-for-like; median)", hop["ratio_even"] >= 0.75,
-                   ", ".join(f"{x['ratio_even']:.2f}" for x in hop["runs"]) + f" → {hop['ratio_even']:.2f}")
+            target(
+                "/client hop >= 0.75 x nginx proxy hop with its connections spread over both workers "
+                "(like-for-like; median)",
+                hop["ratio_even"] >= 0.75,
+                ", ".join(f"{x['ratio_even']:.2f}" for x in hop["runs"]) + f" → {hop['ratio_even']:.2f}",
+            )
     o = s["6 overload (8x capacity)"]
     measured = next(r for r in steps if r["step"].startswith("6c"))["capacity_rps"]
-    target("overload goodput >= 95% of the capacity measured in the same run", o["goodput"] >= 0.95 * measured,
-           f"{o['goodput']:.0f}/s of {measured:.0f}/s ({o['goodput'] / measured:.1%})")
+    target(
+        "overload goodput >= 95% of the capacity measured in the same run",
+        o["goodput"] >= 0.95 * measured,
+        f"{o['goodput']:.0f}/s of {measured:.0f}/s ({o['goodput'] / measured:.1%})",
+    )
     target("overload admitted p99 <= 60 ms", o["admitted_p99_ms"] <= 60, f"{o['admitted_p99_ms']:.1f} ms")
     target("overload shed p99 <= 5 ms", o["shed_p99_ms"] <= 5, f"{o['shed_p99_ms']:.2f} ms")
     bad = sum(v for k, v in o["status"].items() if k.startswith("5"))
@@ -520,68 +662,111 @@ def verdicts(steps, rss_idle_kib, idle_rss):
     target("RSS idle <= 16 MiB", rss_idle_kib <= 16 * 1024, f"{rss_idle_kib / 1024:.1f} MiB")
     target("RSS at overload peak <= 48 MiB", o["peak_rss_kib"] <= 48 * 1024, f"{o['peak_rss_kib'] / 1024:.1f} MiB")
     before, held, n = idle_rss
-    target(f"RSS with {n} idle keep-alive connections (measured; no target)", True,
-           f"{before / 1024:.1f} → {held / 1024:.1f} MiB, {(held - before) / n:.1f} KiB each")
+    target(
+        f"RSS with {n} idle keep-alive connections (measured; no target)",
+        True,
+        f"{before / 1024:.1f} → {held / 1024:.1f} MiB, {(held - before) / n:.1f} KiB each",
+    )
     return out
 
 
 def markdown(info, steps, rss_idle_kib, idle_rss, targets, args):
-    lines = [f"## {info['date']} — commit {info['commit']}", "",
-             f"Machine: {info['nproc']} cores, {info['cpu']}, kernel {info['kernel']}; load tool on the same cores.",
-             (f"Command: `python3 loadtest/bench.py --reps {args.reps} --duration {args.duration}"
-              + (f" --overload-duration {args.overload_duration}" if args.overload_duration != 10 else "")
-              + (f" --load-tool {args.load_tool}" if args.load_tool != "auto" else "") + "` "
-              f"(release build; service workers: {args.workers or 'one per core'}; overload load tool: {LOAD_TOOL})."), "",
-             ("Each service row's nginx figure was measured right after each of its repetitions "
-             "(ratio = median of the per-repetition ratios; p99 pairs: service vs nginx); \"spread\" is "
-             "nginx with its connections spread over both workers by `reuseport`, as actix spreads them."), "",
-             "| step | req/s (median, min–max) | p50 ms | p99 ms | status mix | vs nginx | p99 per repetition (nginx) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## {info['date']} — commit {info['commit']}",
+        "",
+        f"Machine: {info['nproc']} cores, {info['cpu']}, kernel {info['kernel']}; load tool on the same cores.",
+        (
+            f"Command: `python3 loadtest/bench.py --reps {args.reps} --duration {args.duration}"
+            + (f" --overload-duration {args.overload_duration}" if args.overload_duration != 10 else "")
+            + (f" --load-tool {args.load_tool}" if args.load_tool != "auto" else "")
+            + "` "
+            f"(release build; service workers: {args.workers or 'one per core'}; overload load tool: {args.tool})."
+        ),
+        "",
+        (
+            "Each service row's nginx figure was measured right after each of its repetitions "
+            '(ratio = median of the per-repetition ratios; p99 pairs: service vs nginx); "spread" is '
+            "nginx with its connections spread over both workers by `reuseport`, as actix spreads them."
+        ),
+        "",
+        "| step | req/s (median, min–max) | p50 ms | p99 ms | status mix | vs nginx | p99 per repetition (nginx) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in steps:
         if r["step"].startswith("6"):
             continue
         ratio = f"{r['ratio']:.2f} × {r['ref_name'].split()[1]}" if "ratio" in r else ""
         if "ratio_even" in r:
             ratio += f" ({r['ratio_even']:.2f} × spread)"
-        pairs = "; ".join(f"{x['p99_ms']:.2f} ({x['ref']['p99_ms']:.2f}"
-                          + (f", spread {x['even']['p99_ms']:.2f}" if "even" in x else "") + ")"
-                          for x in r["runs"] if "ref" in x)
+        pairs = "; ".join(
+            f"{x['p99_ms']:.2f} ({x['ref']['p99_ms']:.2f}"
+            + (f", spread {x['even']['p99_ms']:.2f}" if "even" in x else "")
+            + ")"
+            for x in r["runs"]
+            if "ref" in x
+        )
         mix = ", ".join(f"{k}: {v}" for k, v in sorted(r["status"].items()))
-        lines.append(f"| {r['step']} | {r['rps']:.0f} ({r['rps_min']:.0f}–{r['rps_max']:.0f}) | {r['p50_ms']:.3f} "
-                     f"| {r['p99_ms']:.3f} | {mix} | {ratio} | {pairs} |")
+        lines.append(
+            f"| {r['step']} | {r['rps']:.0f} ({r['rps_min']:.0f}–{r['rps_max']:.0f}) | {r['p50_ms']:.3f} "
+            f"| {r['p99_ms']:.3f} | {mix} | {ratio} | {pairs} |"
+        )
     o = next(r for r in steps if r["step"].startswith("6 "))
     mix = ", ".join(f"{k}: {v}" for k, v in sorted(o["status"].items()))
     before, held, idle_n = idle_rss
-    lines += ["", (f"Overload (step 6, `{o['cmd']}`, upstream 50 ms, max_inflight 50): "
-                   f"goodput **{o['goodput']:.0f}/s** (min {o['goodput_min']:.0f}, max {o['goodput_max']:.0f}), "
-                   f"offered {o['offered_rps']:.0f}/s; admitted p50 {o['admitted_p50_ms']:.1f} ms, "
-                   f"p99 **{o['admitted_p99_ms']:.1f} ms**; "
-                   f"shed p50 {o['shed_p50_ms']:.2f} ms, p99 **{o['shed_p99_ms']:.2f} ms**; status mix {mix}."),
-              (f"RSS: idle **{rss_idle_kib / 1024:.1f} MiB**, peak during overload **{o['peak_rss_kib'] / 1024:.1f} MiB**, "
-               f"with {idle_n} idle keep-alive connections **{held / 1024:.1f} MiB** "
-               f"(from {before / 1024:.1f}: {(held - before) / idle_n:.1f} KiB each)."), ""]
+    lines += [
+        "",
+        (
+            f"Overload (step 6, `{o['cmd']}`, upstream 50 ms, max_inflight 50): "
+            f"goodput **{o['goodput']:.0f}/s** (min {o['goodput_min']:.0f}, max {o['goodput_max']:.0f}), "
+            f"offered {o['offered_rps']:.0f}/s; admitted p50 {o['admitted_p50_ms']:.1f} ms, "
+            f"p99 **{o['admitted_p99_ms']:.1f} ms**; "
+            f"shed p50 {o['shed_p50_ms']:.2f} ms, p99 **{o['shed_p99_ms']:.2f} ms**; status mix {mix}."
+        ),
+        (
+            f"RSS: idle **{rss_idle_kib / 1024:.1f} MiB**, peak during overload **{o['peak_rss_kib'] / 1024:.1f} "
+            "MiB**, "
+            f"with {idle_n} idle keep-alive connections **{held / 1024:.1f} MiB** "
+            f"(from {before / 1024:.1f}: {(held - before) / idle_n:.1f} KiB each)."
+        ),
+        "",
+    ]
     cap = next((r for r in steps if r["step"].startswith("6c")), None)
     if cap:
-        lines += [(f"Capacity measured in the same run (step 6c, `{cap['cmd']}`): **{cap['capacity_rps']:.0f}/s** "
-                   f"(p50 {cap['p50_ms']:.1f} ms per call, status mix "
-                   + ", ".join(f"{k}: {v}" for k, v in sorted(cap["status"].items())) + "); the overload goodput is "
-                   f"{o['goodput'] / cap['capacity_rps']:.1%} of it."), ""]
+        lines += [
+            (
+                f"Capacity measured in the same run (step 6c, `{cap['cmd']}`): **{cap['capacity_rps']:.0f}/s** "
+                f"(p50 {cap['p50_ms']:.1f} ms per call, status mix "
+                + ", ".join(f"{k}: {v}" for k, v in sorted(cap["status"].items()))
+                + "); the overload goodput is "
+                f"{o['goodput'] / cap['capacity_rps']:.1%} of it."
+            ),
+            "",
+        ]
     sync = next((r for r in steps if r["step"].startswith("6b")), None)
     if sync:
-        lines += [(f"For comparison, 400 clients from one hey process (`{sync['cmd']}`), whose tickers fire "
-                   f"together: goodput {sync['goodput']:.0f}/s, admitted p99 {sync['admitted_p99_ms']:.1f} ms, "
-                   f"shed p50 {sync['shed_p50_ms']:.2f} ms, p99 {sync['shed_p99_ms']:.2f} ms: the tail is the "
-                   f"400-request burst queueing in the event loop."), ""]
-    lines += [
-              "| target | met | measured |", "|---|---|---|"]
+        lines += [
+            (
+                f"For comparison, 400 clients from one hey process (`{sync['cmd']}`), whose tickers fire "
+                f"together: goodput {sync['goodput']:.0f}/s, admitted p99 {sync['admitted_p99_ms']:.1f} ms, "
+                f"shed p50 {sync['shed_p50_ms']:.2f} ms, p99 {sync['shed_p99_ms']:.2f} ms: the tail is the "
+                f"400-request burst queueing in the event loop."
+            ),
+            "",
+        ]
+    lines += ["| target | met | measured |", "|---|---|---|"]
     lines += [f"| {name} | {'yes' if ok else '**no**'} | {detail} |" for name, ok, detail in targets]
-    lines += ["", "Throughput commands: `" + steps[0]["cmd"].rsplit(" ", 1)[0] + " <url>`; URLs: "
-              + "; ".join(f"{r['step']}: `{r['url']}`" for r in steps if "url" in r), ""]
+    lines += [
+        "",
+        "Throughput commands: `"
+        + steps[0]["cmd"].rsplit(" ", 1)[0]
+        + " <url>`; URLs: "
+        + "; ".join(f"{r['step']}: `{r['url']}`" for r in steps if "url" in r),
+        "",
+    ]
     return "\n".join(lines)
 
 
 def main():
-    global BINARY
     p = argparse.ArgumentParser(description="load-shed-api benchmark harness")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
@@ -589,14 +774,16 @@ def main():
     p.add_argument("--workers", type=int, default=0, help="api and upstream workers (0 = one per core)")
     p.add_argument("--no-record", action="store_true", help="do not append to loadtest/RESULTS.md")
     p.add_argument("--binary", type=binary_arg, default=str(BINARY), help="default: the release build")
-    p.add_argument("--load-tool", choices=LOAD_TOOLS, default="auto",
-                   help="for the overload steps: oha when installed (auto), else hey")
+    p.add_argument(
+        "--load-tool",
+        choices=LOAD_TOOLS,
+        default="auto",
+        help="for the overload steps: oha when installed (auto), else hey",
+    )
     args = p.parse_args()
-    BINARY = args.binary
     require_tools(("wrk", "hey"), "apt-get install -y wrk hey nginx-light")
-    global LOAD_TOOL
-    LOAD_TOOL = pick_load_tool(args.load_tool)
-    if LOAD_TOOL == "hey":
+    args.tool = pick_load_tool(args.load_tool)  # the tool the overload steps use
+    if args.tool == "hey":
         print("overload steps with hey (cargo install --locked oha for open-loop arrivals)")
     have_nginx = shutil.which("nginx") is not None
     if not have_nginx:
@@ -620,7 +807,7 @@ def main():
     started = []
     try:
         print(f"bench: {info['nproc']} cores, {info['cpu']}, commit {info['commit']}")
-        svc = Service({**workers, **ROOMY}, workdir, "main")
+        svc = Service({**workers, **ROOMY}, workdir, "main", binary=args.binary)
         started.append(svc)
         time.sleep(1)
         rss_idle = svc.rss_kib()
@@ -633,34 +820,74 @@ def main():
             proxy = ("nginx proxy hop", f"{nginx.base}/upstream?ms=0")
             even = (EVEN, f"{nginx.even}/static")
             even_proxy = (EVEN_PROXY, f"{nginx.even}/upstream?ms=0")
-        steps.append(step_wrk("1 /healthz", f"{svc.api}/healthz", args.reps, args.duration, svc, "/healthz", "200",
-                              reference=static))
-        steps.append(step_wrk("2 /upstream?ms=0 direct", f"{svc.upstream}/upstream?ms=0", args.reps, args.duration,
-                              reference=proxy))
-        steps.append(step_wrk("3 /client?ms=0 hop", f"{svc.api}/client?ms=0", args.reps, args.duration, svc, "/client", "200",
-                              reference=proxy, even=even_proxy))
+        steps.append(
+            step_wrk(
+                "1 /healthz", f"{svc.api}/healthz", args.reps, args.duration, svc, "/healthz", "200", reference=static
+            )
+        )
+        steps.append(
+            step_wrk(
+                "2 /upstream?ms=0 direct", f"{svc.upstream}/upstream?ms=0", args.reps, args.duration, reference=proxy
+            )
+        )
+        steps.append(
+            step_wrk(
+                "3 /client?ms=0 hop",
+                f"{svc.api}/client?ms=0",
+                args.reps,
+                args.duration,
+                svc,
+                "/client",
+                "200",
+                reference=proxy,
+                even=even_proxy,
+            )
+        )
         for _ in range(5):
             get(f"{svc.api}/client?ms=0&fail_rate=1.0")
         wait_metric(svc, "circuit_breaker_state 1")
-        steps.append(step_wrk("5 breaker open (503)", f"{svc.api}/client?ms=0", args.reps, args.duration, svc, "/client", "503",
-                              reference=static, even=even))
+        steps.append(
+            step_wrk(
+                "5 breaker open (503)",
+                f"{svc.api}/client?ms=0",
+                args.reps,
+                args.duration,
+                svc,
+                "/client",
+                "503",
+                reference=static,
+                even=even,
+            )
+        )
         svc.stop()
         started.remove(svc)
 
         # Step 4: the contract's ceilings (50/45/35), held full by 50 requests of 5 s.
-        svc = Service(workers, workdir, "shed")
+        svc = Service(workers, workdir, "shed", binary=args.binary)
         started.append(svc)
         shed_seconds = min(args.duration, HOLD_SECONDS - 1)
-        steps.insert(3, step_wrk("4 shed (429)", f"{svc.api}/client?ms=0&priority=low", args.reps, shed_seconds,
-                                 svc, "/client", "429", around=lambda: ceilings_held_full(svc), reference=static,
-                                 even=even))
+        steps.insert(
+            3,
+            step_wrk(
+                "4 shed (429)",
+                f"{svc.api}/client?ms=0&priority=low",
+                args.reps,
+                shed_seconds,
+                svc,
+                "/client",
+                "429",
+                around=lambda: ceilings_held_full(svc),
+                reference=static,
+                even=even,
+            ),
+        )
         svc.stop()
         started.remove(svc)
 
-        svc = Service({**workers, "LOAD_SHED__UPSTREAM__LATENCY_MS": "50"}, workdir, "overload")
+        svc = Service({**workers, "LOAD_SHED__UPSTREAM__LATENCY_MS": "50"}, workdir, "overload", binary=args.binary)
         started.append(svc)
-        steps.append(step_capacity(svc, args.overload_duration))
-        if LOAD_TOOL == "oha":
+        steps.append(step_capacity(svc, args.overload_duration, args.tool))
+        if args.tool == "oha":
             steps.append(step_overload_oha(svc, args.reps, args.overload_duration))
         else:
             steps.append(step_overload(svc, args.reps, args.overload_duration))
@@ -670,7 +897,7 @@ def main():
         started.remove(svc)
 
         # Step 8b: idle keep-alive connections (kept 60 s instead of the default 5 s, to hold them).
-        svc = Service({**workers, "LOAD_SHED__SERVER__KEEP_ALIVE_SECONDS": "60"}, workdir, "idle")
+        svc = Service({**workers, "LOAD_SHED__SERVER__KEEP_ALIVE_SECONDS": "60"}, workdir, "idle", binary=args.binary)
         started.append(svc)
         time.sleep(1)
         idle_rss = step_idle_connections(svc, idle_n)
@@ -687,9 +914,18 @@ def main():
     for name, ok, detail in targets:
         print(f"  {'met   ' if ok else 'MISSED'} {name}: {detail}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    (OUT / f"bench-{stamp}.json").write_text(json.dumps(
-        {"machine": info, "rss_idle_kib": rss_idle, "idle_connections_rss_kib": idle_rss, "steps": steps,
-         "targets": [{"target": n, "met": ok, "measured": d} for n, ok, d in targets]}, indent=2))
+    (OUT / f"bench-{stamp}.json").write_text(
+        json.dumps(
+            {
+                "machine": info,
+                "rss_idle_kib": rss_idle,
+                "idle_connections_rss_kib": idle_rss,
+                "steps": steps,
+                "targets": [{"target": n, "met": ok, "measured": d} for n, ok, d in targets],
+            },
+            indent=2,
+        )
+    )
     md = markdown(info, steps, rss_idle, idle_rss, targets, args)
     print("\n" + md)
     if not args.no_record:

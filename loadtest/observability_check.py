@@ -27,7 +27,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 from harness import (
@@ -36,6 +35,7 @@ from harness import (
     binary_arg,
     default_binary,
     free_port,
+    get,
     require_tools,
     spawn,
 )
@@ -49,7 +49,8 @@ OPEN_SECONDS = 3
 SEED_QUERIES = [
     'sum(rate(http_requests_total{job="load-shed-api",path="/client"}[$__rate_interval]))',
     'sum by (pod) (rate(http_requests_total{job="load-shed-api",path="/client"}[$__rate_interval]))',
-    'histogram_quantile(0.95, \n  sum by (le) (rate(http_request_duration_seconds_bucket{job="load-shed-api",path="/client"}[$__rate_interval]))\n)',
+    ('histogram_quantile(0.95, \n  sum by (le) '
+    '(rate(http_request_duration_seconds_bucket{job="load-shed-api",path="/client"}[$__rate_interval]))\n)'),
     'max(circuit_breaker_state{job="load-shed-api"})',
     'sum by (result) (rate(upstream_requests_total{job="load-shed-api"}[$__rate_interval]))',
     'sum(rate(http_requests_total{job="load-shed-api",path="/client",status="429"}[$__rate_interval]))',
@@ -68,8 +69,14 @@ class Processes:
         if log:
             p = spawn(argv, log, env=env, start_new_session=True)
         else:
-            p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True)
+            p = subprocess.Popen(
+                argv,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.procs.append((name, p))
         return p
 
@@ -85,11 +92,6 @@ class Processes:
                 p.kill()
                 p.wait()
             print(f"stopped {name} (pid {p.pid}, exit {p.returncode})")
-
-
-def http_get(url, timeout=5):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return r.status, r.read()
 
 
 def wait_until(what, predicate, timeout):
@@ -110,10 +112,7 @@ class Prometheus:
 
     def api(self, path, **params):
         url = f"{self.base}/api/v1/{path}?{urllib.parse.urlencode(params)}"
-        try:
-            _, body = http_get(url, timeout=10)
-        except urllib.error.HTTPError as e:
-            body = e.read()
+        _, body = get(url, timeout=10)
         return json.loads(body)
 
     def instant(self, expr, at=None):
@@ -138,9 +137,14 @@ class Prometheus:
 def substitute(expr, rate_interval):
     """Grafana macros and this dashboard's variables, as Grafana would expand them (All = .*)."""
     for macro, value in [
-        ("$__rate_interval", rate_interval), ("${__rate_interval}", rate_interval),
-        ("$__interval", "15s"), ("${__interval}", "15s"),
-        ("${namespace}", ".*"), ("$namespace", ".*"), ("${pod}", ".*"), ("$pod", ".*"),
+        ("$__rate_interval", rate_interval),
+        ("${__rate_interval}", rate_interval),
+        ("$__interval", "15s"),
+        ("${__interval}", "15s"),
+        ("${namespace}", ".*"),
+        ("$namespace", ".*"),
+        ("${pod}", ".*"),
+        ("$pod", ".*"),
     ]:
         expr = expr.replace(macro, value)
     return expr
@@ -159,16 +163,22 @@ def run_hey(url, args, log):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     with open(log, "a") as f:
         f.write(f"$ {' '.join(cmd)}\n{out.stdout}\n{out.stderr}\n")
-    codes = [line.strip() for line in out.stdout.splitlines() if line.strip().startswith("[")
-             and "responses" in line]
+    codes = [line.strip() for line in out.stdout.splitlines() if line.strip().startswith("[") and "responses" in line]
     print("    " + ", ".join(codes), flush=True)
     return out.returncode
 
 
 def render(prom, start, end, phases, picture, workdir):
     series = {
-        "status": prom.range('sum by (status) (rate(http_requests_total{job="load-shed-api",path="/client"}[5s]))', start, end),
-        "p95": prom.range('histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{job="load-shed-api",path="/client"}[5s])))', start, end),
+        "status": prom.range(
+            'sum by (status) (rate(http_requests_total{job="load-shed-api",path="/client"}[5s]))', start, end
+        ),
+        "p95": prom.range(
+            'histogram_quantile(0.95, sum by (le) '
+            '(rate(http_request_duration_seconds_bucket{job="load-shed-api",path="/client"}[5s])))',
+            start,
+            end,
+        ),
         "breaker": prom.range(BREAKER_QUERY, start, end),
         "inflight": prom.range('max(admission_inflight{job="load-shed-api"})', start, end),
         "limit": prom.range('max by (priority) (admission_limit{job="load-shed-api"})', start, end),
@@ -205,7 +215,8 @@ set terminal pngcairo size 1200,1100 font ',10' noenhanced
 set output '{picture}'
 set lmargin 10
 set rmargin 16
-set multiplot layout 4,1 title 'load-shed-api walkthrough: baseline, trip, recover, overload (real Prometheus, 1 s scrape)'
+set multiplot layout 4,1 \\
+    title 'load-shed-api walkthrough: baseline, trip, recover, overload (real Prometheus, 1 s scrape)'
 set xrange [0:{end - start:.0f}]
 set grid
 set key outside right
@@ -224,7 +235,7 @@ set ylabel 'state'
 set yrange [-0.2:2.2]
 set ytics ('closed' 0, 'open' 1, 'half-open' 2)
 set title 'circuit_breaker_state'
-plot {plot(breaker, 'steps lw 2')}
+plot {plot(breaker, "steps lw 2")}
 set autoscale y
 set ytics auto
 set ylabel 'requests'
@@ -232,7 +243,7 @@ set yrange [0:*]
 set offsets 0, 0, 5, 0
 set xlabel 'seconds since start'
 set title 'admission_inflight vs admission_limit'
-plot {plot(inflight)}, {plot(limits, 'lines lw 1 dt 3')}
+plot {plot(inflight)}, {plot(limits, "lines lw 1 dt 3")}
 unset multiplot
 """
     (workdir / "walkthrough.gp").write_text(script)
@@ -265,26 +276,41 @@ def main():
             "RUST_LOG": "warn",
         }
         procs.start("load-shed-api", [args.binary], env=env, log=workdir / "api.log")
-        wait_until("the api", lambda: http_get(f"{api}/healthz")[0] == 200, 20)
+        wait_until("the api", lambda: get(f"{api}/healthz")[0] == 200, 20)
 
-        (workdir / "prometheus.yml").write_text(json.dumps({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(RULES)],
-            "scrape_configs": [{
-                "job_name": "load-shed-api",
-                "static_configs": [{
-                    "targets": [f"127.0.0.1:{api_port}"],
-                    "labels": {"namespace": "local", "pod": "load-shed-api-local-0"},
-                }],
-            }],
-        }))
-        procs.start("prometheus", [
-            "prometheus", f"--config.file={workdir / 'prometheus.yml'}",
-            f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{prom_port}",
-            "--storage.tsdb.retention.time=1h", "--log.level=warn",
-        ], log=workdir / "prometheus.log")
+        (workdir / "prometheus.yml").write_text(
+            json.dumps(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "rule_files": [str(RULES)],
+                    "scrape_configs": [
+                        {
+                            "job_name": "load-shed-api",
+                            "static_configs": [
+                                {
+                                    "targets": [f"127.0.0.1:{api_port}"],
+                                    "labels": {"namespace": "local", "pod": "load-shed-api-local-0"},
+                                }
+                            ],
+                        }
+                    ],
+                }
+            )
+        )
+        procs.start(
+            "prometheus",
+            [
+                "prometheus",
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+                "--storage.tsdb.retention.time=1h",
+                "--log.level=warn",
+            ],
+            log=workdir / "prometheus.log",
+        )
         prom = Prometheus(f"http://127.0.0.1:{prom_port}")
-        wait_until("Prometheus", lambda: http_get(f"{prom.base}/-/ready")[0] == 200, 30)
+        wait_until("Prometheus", lambda: get(f"{prom.base}/-/ready")[0] == 200, 30)
         wait_until("the first scrape", lambda: prom.value('up{job="load-shed-api"}') == 1.0, 20)
 
         start = time.time()
@@ -319,8 +345,11 @@ def main():
         for title, expr in dashboard_queries():
             r = prom.instant(substitute(expr, rate_interval), end)
             ok = r.get("status") == "success" and len(r["data"]["result"]) > 0
-            failures.check(ok, f"{title}: {expr[:90]}{'...' if len(expr) > 90 else ''}"
-                           + ("" if ok else f" -> {r.get('error') or 'no series'}"))
+            failures.check(
+                ok,
+                f"{title}: {expr[:90]}{'...' if len(expr) > 90 else ''}"
+                + ("" if ok else f" -> {r.get('error') or 'no series'}"),
+            )
 
         print("the seed's queries, verbatim:", flush=True)
         for expr in SEED_QUERIES:
@@ -340,24 +369,28 @@ def main():
         r = prom.instant(substitute(breakdown_expr, rate_interval), end)
         results = {s["metric"].get("result"): float(s["value"][1]) for s in r["data"]["result"]}
         for want in ("ok", "error", "breaker_open"):
-            failures.check(results.get(want, 0) > 0,
-                           f"upstream results breakdown has {want} (got {results.get(want)})")
+            failures.check(results.get(want, 0) > 0, f"upstream results breakdown has {want} (got {results.get(want)})")
 
         print("alert rules:", flush=True)
-        wait_until("a rule evaluation", lambda: all(
-            not g["lastEvaluation"].startswith("0001")
-            for g in prom.api("rules")["data"]["groups"]), 10)
+        wait_until(
+            "a rule evaluation",
+            lambda: all(not g["lastEvaluation"].startswith("0001") for g in prom.api("rules")["data"]["groups"]),
+            10,
+        )
         groups = prom.api("rules")["data"]["groups"]
         failures.check(len(groups) > 0, f"{len(groups)} rule group(s) loaded from {RULES.name}")
         for g in groups:
             for rule in g["rules"]:
-                failures.check(rule.get("health") == "ok",
-                               f"{g['name']}/{rule['name']} health {rule.get('health')} "
-                               f"{rule.get('lastError', '')}".rstrip())
+                failures.check(
+                    rule.get("health") == "ok",
+                    f"{g['name']}/{rule['name']} health {rule.get('health')} {rule.get('lastError', '')}".rstrip(),
+                )
                 r = prom.instant(rule["query"], end)
-                failures.check(r.get("status") == "success",
-                               f"{rule['name']} expression evaluates ({len(r.get('data', {}).get('result', []))} series,"
-                               f" state {rule.get('state')})")
+                failures.check(
+                    r.get("status") == "success",
+                    f"{rule['name']} expression evaluates ({len(r.get('data', {}).get('result', []))} series,"
+                    f" state {rule.get('state')})",
+                )
 
         render(prom, start, end, phases, picture, workdir)
     except Exception as e:  # noqa: BLE001 - any error is a failed check, after cleanup

@@ -105,7 +105,10 @@ def syscalls(svc, seconds, workdir):
 
 
 GROUPS = [  # (label, symbol pattern) for the perf summary
-    ("the allocator (malloc/free, mi_*)", r"malloc|_int_free|cfree|^free$|malloc_consolidate|unlink_chunk|realloc|^_?mi_"),
+    (
+        "the allocator (malloc/free, mi_*)",
+        r"malloc|_int_free|cfree|^free$|malloc_consolidate|unlink_chunk|realloc|^_?mi_",
+    ),
     ("clock reads", r"clock_gettime|read_tsc"),
     ("actix-web-prom", r"actix_web_prom"),
     ("prometheus label lookups", r"with_label_values|MetricVec"),
@@ -118,17 +121,41 @@ GROUPS = [  # (label, symbol pattern) for the perf summary
 def perf_profile(svc, seconds, workdir):
     data = workdir / "perf.data"
     rps(svc.api + URL_PATH, 1)
-    rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-g", "-p", str(svc.proc.pid), "-o", str(data),
-                            "--", "sleep", str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rec = subprocess.Popen(
+        [
+            "perf",
+            "record",
+            "-e",
+            "cpu-clock",
+            "-g",
+            "-p",
+            str(svc.proc.pid),
+            "-o",
+            str(data),
+            "--",
+            "sleep",
+            str(seconds),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     rate = rps(svc.api + URL_PATH, seconds)
     rec.wait(timeout=seconds + 60)
     if not data.exists():
         print("\n3. perf record produced nothing here (skipped)")
         return None
-    dso = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--sort", "dso", "-g", "none",
-                          "--stdio"], capture_output=True, text=True, check=False).stdout
-    sym = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--sort", "sym", "-g", "none",
-                          "--stdio"], capture_output=True, text=True, check=False).stdout
+    dso = subprocess.run(
+        ["perf", "report", "-i", str(data), "--no-children", "--sort", "dso", "-g", "none", "--stdio"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    sym = subprocess.run(
+        ["perf", "report", "-i", str(data), "--no-children", "--sort", "sym", "-g", "none", "--stdio"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
     shares = {}
     for line in dso.splitlines():
         m = re.match(r"\s*([\d.]+)%\s+(\S+)", line)
@@ -159,8 +186,9 @@ def instructions(binary, workdir, requests):
             cmd = ["oha", "-n", str(requests), "-c", "10", "--no-tui", "--output-format", "quiet"]
         else:
             cmd = ["hey", "-n", str(requests), "-c", "10"]
-        subprocess.run([*cmd, svc.api + URL_PATH], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       timeout=600, check=True)
+        subprocess.run(
+            [*cmd, svc.api + URL_PATH], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600, check=True
+        )
     finally:
         svc.proc.send_signal(2)  # SIGINT: no drain delay
         svc.proc.wait(timeout=120)

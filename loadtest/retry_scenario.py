@@ -57,11 +57,20 @@ UPSTREAM = {"LOAD_SHED__UPSTREAM__LATENCY_MS": "20"}
 CASES = {
     "a": ("fails 10 %", {"LOAD_SHED__UPSTREAM__FAIL_RATE": "0.1"}, POLICIES),
     "b": ("down, default breaker", {"LOAD_SHED__UPSTREAM__FAIL_RATE": "1.0"}, POLICIES),
-    "b2": ("down, breaker out of the way", {"LOAD_SHED__UPSTREAM__FAIL_RATE": "1.0",
-                                            "LOAD_SHED__BREAKER__FAILURE_THRESHOLD": "10000"}, POLICIES),
-    "c": ("5 % of calls 500 ms slower", {"LOAD_SHED__UPSTREAM__TAIL_RATE": "0.05", "LOAD_SHED__UPSTREAM__TAIL_MS": "500",
-                                         "LOAD_SHED__TIMEOUTS__UPSTREAM_MS": "1000"},
-          {"off": POLICIES["off"], "hedged": {"LOAD_SHED__RETRY__HEDGE_AFTER_MS": "30"}}),
+    "b2": (
+        "down, breaker out of the way",
+        {"LOAD_SHED__UPSTREAM__FAIL_RATE": "1.0", "LOAD_SHED__BREAKER__FAILURE_THRESHOLD": "10000"},
+        POLICIES,
+    ),
+    "c": (
+        "5 % of calls 500 ms slower",
+        {
+            "LOAD_SHED__UPSTREAM__TAIL_RATE": "0.05",
+            "LOAD_SHED__UPSTREAM__TAIL_MS": "500",
+            "LOAD_SHED__TIMEOUTS__UPSTREAM_MS": "1000",
+        },
+        {"off": POLICIES["off"], "hedged": {"LOAD_SHED__RETRY__HEDGE_AFTER_MS": "30"}},
+    ),
 }
 
 
@@ -73,17 +82,26 @@ def attempts(text):
 def run(binary, workdir, name, env, seconds):
     api_port, up_port = free_port(), free_port()
     api = f"http://127.0.0.1:{api_port}"
-    full_env = {"PATH": os.environ["PATH"], "RUST_LOG": "warn", "LOAD_SHED__API__LISTEN": f"127.0.0.1:{api_port}",
-                "LOAD_SHED__UPSTREAM__LISTEN": f"127.0.0.1:{up_port}", "LOAD_SHED__SHUTDOWN__DRAIN_DELAY_SECONDS": "0",
-                **UPSTREAM, **env}
+    full_env = {
+        "PATH": os.environ["PATH"],
+        "RUST_LOG": "warn",
+        "LOAD_SHED__API__LISTEN": f"127.0.0.1:{api_port}",
+        "LOAD_SHED__UPSTREAM__LISTEN": f"127.0.0.1:{up_port}",
+        "LOAD_SHED__SHUTDOWN__DRAIN_DELAY_SECONDS": "0",
+        **UPSTREAM,
+        **env,
+    }
     proc = spawn([binary], workdir / f"{name}.log", env=full_env, cwd=workdir)
     try:
         wait_up(f"{api}/healthz", proc, name, log=workdir / f"{name}.log")
         path = workdir / f"{name}.csv"
         start = time.time()
         with open(path, "w") as out:
-            hey = subprocess.Popen(["hey", "-z", f"{seconds}s", "-c", str(CLIENTS), "-t", "5", "-o", "csv", f"{api}/client"],
-                                   stdout=out, stderr=subprocess.DEVNULL)
+            hey = subprocess.Popen(
+                ["hey", "-z", f"{seconds}s", "-c", str(CLIENTS), "-t", "5", "-o", "csv", f"{api}/client"],
+                stdout=out,
+                stderr=subprocess.DEVNULL,
+            )
         samples, opened_at = [], None  # (t, all attempts, first attempts)
         while hey.poll() is None:
             text = get(f"{api}/metrics")[1]
@@ -98,12 +116,18 @@ def run(binary, workdir, name, env, seconds):
         rows = []
         with open(path) as f:
             for r in csv.DictReader(f):
-                rows.append((float(r["offset"]) + float(r["response-time"]), r["status-code"], float(r["response-time"]) * 1000))
+                rows.append(
+                    (float(r["offset"]) + float(r["response-time"]), r["status-code"], float(r["response-time"]) * 1000)
+                )
         total_attempts, first = attempts(text)
-        return {"rows": rows, "samples": samples, "opened_at": opened_at,
-                "amplification": total_attempts / first if first else float("nan"),
-                "exhausted": series(text, "retry_budget_exhausted_total"),
-                "hedges": series(text, "upstream_attempts_total", kind="hedge")}
+        return {
+            "rows": rows,
+            "samples": samples,
+            "opened_at": opened_at,
+            "amplification": total_attempts / first if first else float("nan"),
+            "exhausted": series(text, "retry_budget_exhausted_total"),
+            "hedges": series(text, "upstream_attempts_total", kind="hedge"),
+        }
     finally:
         stop(proc)
 
@@ -146,13 +170,18 @@ set grid
 set key bottom right
 set title '(a) dependency fails 10 %: success seen by callers'
 set xlabel 'seconds'; set ylabel '% of /client answered 200'; set yrange [80:100.5]
-plot '{data}/a-off.dat' using 1:2 with lines lw 2 title 'off', '{data}/a-naive.dat' using 1:2 with lines lw 2 title 'naive (3 attempts, no budget)', '{data}/a-budgeted.dat' using 1:2 with lines lw 2 title 'budgeted'
+plot '{data}/a-off.dat' using 1:2 with lines lw 2 title 'off', \\
+     '{data}/a-naive.dat' using 1:2 with lines lw 2 title 'naive (3 attempts, no budget)', \\
+     '{data}/a-budgeted.dat' using 1:2 with lines lw 2 title 'budgeted'
 set title '(b2) dependency down, breaker out of the way: amplification'
 set ylabel 'upstream attempts per request'; set yrange [0.8:3.2]; set key top right
-plot '{data}/b2-off.dat' using 1:3 with lines lw 2 title 'off', '{data}/b2-naive.dat' using 1:3 with lines lw 2 title 'naive', '{data}/b2-budgeted.dat' using 1:3 with lines lw 2 title 'budgeted'
+plot '{data}/b2-off.dat' using 1:3 with lines lw 2 title 'off', \\
+     '{data}/b2-naive.dat' using 1:3 with lines lw 2 title 'naive', \\
+     '{data}/b2-budgeted.dat' using 1:3 with lines lw 2 title 'budgeted'
 set title '(c) 5 % of calls 500 ms slower: caller latency'
 set xlabel 'ms (log)'; set ylabel '% of answers at most'; set logscale x; set yrange [0:100.5]; set key bottom right
-plot '{data}/c-off.dat' using 1:2 with lines lw 2 title 'no hedging', '{data}/c-hedged.dat' using 1:2 with lines lw 2 title 'hedge after 30 ms'
+plot '{data}/c-off.dat' using 1:2 with lines lw 2 title 'no hedging', \\
+     '{data}/c-hedged.dat' using 1:2 with lines lw 2 title 'hedge after 30 ms'
 unset multiplot
 """
     (workdir / "retries.gp").write_text(script)
@@ -169,8 +198,11 @@ def main():
     require_tools(("hey", "gnuplot"), "apt-get install -y hey gnuplot-nox")
     workdir = Path(tempfile.mkdtemp(prefix="load-shed-retries-"))
     results = {}
-    lines = ["| case | policy | /client answered 200 | amplification (attempts / first) | budget refusals | breaker first opened | caller p50 / p99 ms | hedges |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        ("| case | policy | /client answered 200 | amplification (attempts / first) | budget refusals | breaker "
+        "first opened | caller p50 / p99 ms | hedges |"),
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for case, (label, env, policies) in CASES.items():
         results[case] = {}
         for policy, penv in policies.items():
@@ -179,9 +211,12 @@ def main():
             ok = [x for x in r["rows"] if x[1] == "200"]
             lat = [x[2] for x in ok]
             opened = f"{r['opened_at']:.2f} s" if r["opened_at"] is not None else "never"
-            lines.append(f"| ({case}) {label} | {policy} | {100 * len(ok) / max(1, len(r['rows'])):.2f} % of {len(r['rows'])} "
-                         f"| {r['amplification']:.3f} | {r['exhausted']:.0f} | {opened} "
-                         f"| {percentile(lat, 50, float('nan')):.1f} / {percentile(lat, 99, float('nan')):.1f} | {r['hedges']:.0f} |")
+            lines.append(
+                f"| ({case}) {label} | {policy} | {100 * len(ok) / max(1, len(r['rows'])):.2f} % of {len(r['rows'])} "
+                f"| {r['amplification']:.3f} | {r['exhausted']:.0f} | {opened} "
+                f"| {percentile(lat, 50, float('nan')):.1f} / {percentile(lat, 99, float('nan')):.1f} | "
+                f"{r['hedges']:.0f} |"
+            )
             print(lines[-1], flush=True)
     picture = Path(args.picture).resolve()
     picture.parent.mkdir(parents=True, exist_ok=True)
@@ -190,11 +225,16 @@ def main():
     if args.record:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         with open(ROOT / "loadtest/RESULTS.md", "a") as f:
-            f.write(f"## Retries {stamp} — commit {git_commit()}: off, naive and budgeted retries; hedging\n\n"
-                    f"Command: `python3 loadtest/retry_scenario.py --seconds {args.seconds} --record` (release build, "
-                    f"{os.cpu_count()} cores, load tool on the same cores; `hey -z {args.seconds}s -c {CLIENTS}` closed loop on "
-                    f"/client; upstream 20 ms per call). Amplification is upstream attempts / first attempts over the run.\n\n"
-                    + "\n".join(lines) + "\n\n")
+            f.write(
+                f"## Retries {stamp} — commit {git_commit()}: off, naive and budgeted retries; hedging\n\n"
+                f"Command: `python3 loadtest/retry_scenario.py --seconds {args.seconds} --record` (release build, "
+                f"{os.cpu_count()} cores, load tool on the same cores; `hey -z {args.seconds}s -c {CLIENTS}` "
+                "closed loop on "
+                "/client; upstream 20 ms per call). Amplification is upstream attempts / first attempts over the "
+                "run.\n\n"
+                + "\n".join(lines)
+                + "\n\n"
+            )
 
 
 if __name__ == "__main__":

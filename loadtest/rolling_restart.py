@@ -185,12 +185,19 @@ def main():
         by_server = {}
         for r in api_phase:
             by_server[r[1]] = by_server.get(r[1], 0) + 1
-        summary.append(f"api restarts ({args.replicas} replicas, {marks['upstream restart begins'] - marks['api restarts begin']:.1f} s): "
-                       f"{len(api_phase)} requests, {len(failed)} failed; by replica: "
-                       + ", ".join(f"{k} {v}" for k, v in sorted(by_server.items())))
+        summary.append(
+            f"api restarts ({args.replicas} replicas, "
+            f"{marks['upstream restart begins'] - marks['api restarts begin']:.1f} s): "
+            f"{len(api_phase)} requests, {len(failed)} failed; by replica: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(by_server.items()))
+        )
         checks.check(len(api_phase) > 1000, f"api restarts: steady load ({len(api_phase)} requests through HAProxy)")
-        checks.check(not failed, f"api restarts: no request failed ({len(failed)} of {len(api_phase)}"
-                     + (f"; first: {failed[:3]}" if failed else "") + ")")
+        checks.check(
+            not failed,
+            f"api restarts: no request failed ({len(failed)} of {len(api_phase)}"
+            + (f"; first: {failed[:3]}" if failed else "")
+            + ")",
+        )
         for a in apis:
             back = marks[f"{a.name} back"]
             served = sum(1 for r in rows if r[1] == a.name and r[0] > back)
@@ -202,26 +209,41 @@ def main():
             statuses[r[2]] = statuses.get(r[2], 0) + 1
         bad = [r for r in up_phase if r[2] >= 500]
         span = (bad[-1][0] - bad[0][0]) if bad else 0.0
-        summary.append(f"upstream restart (then {RECOVERY:.0f} s): {len(up_phase)} requests, statuses "
-                       + ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))
-                       + f"; 5xx from the first to the last: {span:.1f} s")
+        summary.append(
+            f"upstream restart (then {RECOVERY:.0f} s): {len(up_phase)} requests, statuses "
+            + ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))
+            + f"; 5xx from the first to the last: {span:.1f} s"
+        )
         tail = [r for r in rows if r[0] > marks["end"] - 2.0 and r[0] <= marks["end"]]
-        checks.check(tail and all(r[2] == 200 for r in tail),
-                     f"after the upstream restart the service recovered: the last 2 s all 200 ({len(tail)} requests)")
+        checks.check(
+            tail and all(r[2] == 200 for r in tail),
+            f"after the upstream restart the service recovered: the last 2 s all 200 ({len(tail)} requests)",
+        )
     hey_summary = (workdir / "hey.txt").read_text(errors="replace") if (workdir / "hey.txt").exists() else ""
     errors = hey_summary.split("Error distribution:", 1)
-    summary.append("hey: " + " ".join(line.strip() for line in hey_summary.splitlines() if "responses" in line)
-                   + (f"; client-side errors: {' '.join(errors[1].split())[:200]}" if len(errors) > 1 else "; no client-side errors"))
+    summary.append(
+        "hey: "
+        + " ".join(line.strip() for line in hey_summary.splitlines() if "responses" in line)
+        + (
+            f"; client-side errors: {' '.join(errors[1].split())[:200]}"
+            if len(errors) > 1
+            else "; no client-side errors"
+        )
+    )
     print("\n".join(summary))
     if args.record:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         with open(ROOT / "loadtest/RESULTS.md", "a") as f:
             flag = "" if args.drain_delay is None else f" --drain-delay {args.drain_delay}"
-            f.write(f"## Rolling restart {stamp} — commit {git_commit()}\n\nCommand: `python3 loadtest/rolling_restart.py{flag} --record` "
-                    f"({args.binary.parent.name} build, {os.cpu_count()} cores; HAProxy {haproxy_version()}, `retries 0`, "
-                    f"`inter 100ms fall 1 rise 2`; hey -c {CLIENTS} {PATH}; drain delay "
-                    f"{'the default' if args.drain_delay is None else f'{args.drain_delay} s'}).\n\n```\n"
-                    + "\n".join(summary) + f"\n```\n\nResult: {'FAILED: ' + '; '.join(checks.failures) if checks else 'passed'}\n\n")
+            f.write(
+                f"## Rolling restart {stamp} — commit {git_commit()}\n\nCommand: `python3 "
+                f"loadtest/rolling_restart.py{flag} --record` "
+                f"({args.binary.parent.name} build, {os.cpu_count()} cores; HAProxy {haproxy_version()}, `retries 0`, "
+                f"`inter 100ms fall 1 rise 2`; hey -c {CLIENTS} {PATH}; drain delay "
+                f"{'the default' if args.drain_delay is None else f'{args.drain_delay} s'}).\n\n```\n"
+                + "\n".join(summary)
+                + f"\n```\n\nResult: {'FAILED: ' + '; '.join(checks.failures) if checks else 'passed'}\n\n"
+            )
     print(f"logs in {workdir}")
     checks.finish("rolling restart")
 

@@ -122,8 +122,10 @@ def main():
                                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
                 offered[priority] += int(flags[1])
             abort_deadline = time.time() + seconds
-            threads = [threading.Thread(target=aborting_client, args=(api_port, abort_deadline, (query,), aborted, lock))
-                       for _ in range(4)]
+            threads = [
+                threading.Thread(target=aborting_client, args=(api_port, abort_deadline, (query,), aborted, lock))
+                for _ in range(4)
+            ]
             for t in threads:
                 t.start()
             for h in heys:
@@ -154,20 +156,31 @@ def main():
             shed = series(text, "admission_requests_total", priority=priority, decision="shed")
             released = series(text, "admission_released_total", priority=priority)
             extra = aborted.get(priority, 0)
-            results[priority] = {"offered": offered[priority], "aborting": extra, "admitted": admitted, "shed": shed,
-                                 "released": released}
-            check(offered[priority] <= admitted + shed <= offered[priority] + extra,
-                  f"{priority}: admitted + shed = {admitted + shed:.0f}, offered {offered[priority]}"
-                  f" (+ up to {extra} from aborting clients)")
+            results[priority] = {
+                "offered": offered[priority],
+                "aborting": extra,
+                "admitted": admitted,
+                "shed": shed,
+                "released": released,
+            }
+            check(
+                offered[priority] <= admitted + shed <= offered[priority] + extra,
+                f"{priority}: admitted + shed = {admitted + shed:.0f}, offered {offered[priority]}"
+                f" (+ up to {extra} from aborting clients)",
+            )
             check(admitted == released, f"{priority}: admitted {admitted:.0f} = released {released:.0f}")
-        results["status"] = {m.group(1): float(m.group(2)) for m in re.finditer(
-            r'http_requests_total\{method="GET",path="/client",status="(\d+)"\} (\S+)', text)}
+        results["status"] = {
+            m.group(1): float(m.group(2))
+            for m in re.finditer(r'http_requests_total\{method="GET",path="/client",status="(\d+)"\} (\S+)', text)
+        }
         results["breaker_opens"] = series(text, "circuit_breaker_transitions_total", to="open")
         results["rss_kib"] = {"first_phase": rss_first, "after_first_minute": rss_after_first, "end": rss_last}
         growth = (rss_last - rss_after_first) / rss_after_first
         results["rss_growth"] = growth
-        check(abs(growth) <= 0.10,
-              f"RSS after the last minute {rss_last} KiB vs after the first {rss_after_first} KiB ({growth:+.1%})")
+        check(
+            abs(growth) <= 0.10,
+            f"RSS after the last minute {rss_last} KiB vs after the first {rss_after_first} KiB ({growth:+.1%})",
+        )
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -181,25 +194,37 @@ def main():
     check(proc.returncode == 0, f"exit code 0 after SIGTERM (got {proc.returncode})")
 
     r = results
-    summary = [f"soak: {args.seconds} s, breaker opened {r.get('breaker_opens', 0):.0f} times, /client statuses "
-               + ", ".join(f"{k}: {v:.0f}" for k, v in sorted(r.get("status", {}).items()))]
+    summary = [
+        f"soak: {args.seconds} s, breaker opened {r.get('breaker_opens', 0):.0f} times, /client statuses "
+        + ", ".join(f"{k}: {v:.0f}" for k, v in sorted(r.get("status", {}).items()))
+    ]
     for priority in ("high", "normal", "low"):
         if priority in r:
             c = r[priority]
-            summary.append(f"  {priority:<6} offered {c['offered']} (+{c['aborting']} aborting)  admitted {c['admitted']:.0f}"
-                           f"  shed {c['shed']:.0f}  released {c['released']:.0f}")
+            summary.append(
+                f"  {priority:<6} offered {c['offered']} (+{c['aborting']} aborting)  admitted {c['admitted']:.0f}"
+                f"  shed {c['shed']:.0f}  released {c['released']:.0f}"
+            )
     if "rss_kib" in r:
         k = r["rss_kib"]
-        summary.append(f"  RSS after the first minute {k['after_first_minute'] / 1024:.1f} MiB, at the end {k['end'] / 1024:.1f} MiB"
-                       f" ({r['rss_growth']:+.1%}); in flight at the end: {r['inflight']:.0f}; exit code {proc.returncode}")
+        summary.append(
+            f"  RSS after the first minute {k['after_first_minute'] / 1024:.1f} MiB, at the end "
+            f"{k['end'] / 1024:.1f} MiB"
+            f" ({r['rss_growth']:+.1%}); in flight at the end: {r['inflight']:.0f}; exit code {proc.returncode}"
+        )
     print("\n".join(summary))
     if args.record:
         commit = git_commit()
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         with open(ROOT / "loadtest/RESULTS.md", "a") as f:
-            f.write(f"## Soak {stamp} — commit {commit}\n\nCommand: `python3 loadtest/soak.py --seconds {args.seconds} --record`"
-                    f" ({Path(args.binary).name} from {Path(args.binary).parent.name} build; {os.cpu_count()} cores).\n\n```\n"
-                    + "\n".join(summary) + f"\n```\n\nResult: {'FAILED: ' + '; '.join(checks.failures) if checks else 'passed'}\n\n")
+            f.write(
+                f"## Soak {stamp} — commit {commit}\n\nCommand: `python3 loadtest/soak.py --seconds {args.seconds} "
+                "--record`"
+                f" ({Path(args.binary).name} from {Path(args.binary).parent.name} build; {os.cpu_count()} "
+                "cores).\n\n```\n"
+                + "\n".join(summary)
+                + f"\n```\n\nResult: {'FAILED: ' + '; '.join(checks.failures) if checks else 'passed'}\n\n"
+            )
     print(f"log: {log}")
     checks.finish("soak")
 
