@@ -305,14 +305,7 @@ def oha(service, duration, *args):
     """Runs oha against the overload URL and returns its JSON report, sampling the service's RSS
     meanwhile: (report, peak RSS KiB, command)."""
     cmd = [
-        "oha",
-        "-z",
-        f"{duration}s",
-        *args,
-        "--no-tui",
-        "--output-format",
-        "json",
-        "--stats-success-breakdown",
+        "oha", "-z", f"{duration}s", *args, "--no-tui", "--output-format", "json", "--stats-success-breakdown",
         f"{service.api}{OVERLOAD_URL}",
     ]
     path = service.log.with_suffix(".oha.json")
@@ -453,15 +446,7 @@ def step_overload(service, reps, duration, groups=8):
                 procs.append(
                     subprocess.Popen(
                         [
-                            "hey",
-                            "-z",
-                            f"{duration}s",
-                            "-c",
-                            str(clients),
-                            "-q",
-                            "20",
-                            "-o",
-                            "csv",
+                            "hey", "-z", f"{duration}s", "-c", str(clients), "-q", "20", "-o", "csv",
                             f"{service.api}{OVERLOAD_URL}",
                         ],
                         stdout=out,
@@ -536,13 +521,7 @@ def ceilings_held_full(service, n=50):
     """Holds n requests of 5 s in flight (high priority), so every class's ceiling is reached."""
     holder = subprocess.Popen(
         [
-            "hey",
-            "-n",
-            str(n),
-            "-c",
-            str(n),
-            "-t",
-            "20",
+            "hey", "-n", str(n), "-c", str(n), "-t", "20",
             f"{service.api}/client?ms={HOLD_SECONDS * 1000}&timeout_ms=10000&priority=high",
         ],
         stdout=subprocess.DEVNULL,

@@ -300,12 +300,8 @@ def main():
         procs.start(
             "prometheus",
             [
-                "prometheus",
-                f"--config.file={workdir / 'prometheus.yml'}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
-                "--storage.tsdb.retention.time=1h",
-                "--log.level=warn",
+                "prometheus", f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}", "--storage.tsdb.retention.time=1h", "--log.level=warn",
             ],
             log=workdir / "prometheus.log",
         )

@@ -123,17 +123,7 @@ def perf_profile(svc, seconds, workdir):
     rps(svc.api + URL_PATH, 1)
     rec = subprocess.Popen(
         [
-            "perf",
-            "record",
-            "-e",
-            "cpu-clock",
-            "-g",
-            "-p",
-            str(svc.proc.pid),
-            "-o",
-            str(data),
-            "--",
-            "sleep",
+            "perf", "record", "-e", "cpu-clock", "-g", "-p", str(svc.proc.pid), "-o", str(data), "--", "sleep",
             str(seconds),
         ],
         stdout=subprocess.DEVNULL,
@@ -144,18 +134,11 @@ def perf_profile(svc, seconds, workdir):
     if not data.exists():
         print("\n3. perf record produced nothing here (skipped)")
         return None
-    dso = subprocess.run(
-        ["perf", "report", "-i", str(data), "--no-children", "--sort", "dso", "-g", "none", "--stdio"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    sym = subprocess.run(
-        ["perf", "report", "-i", str(data), "--no-children", "--sort", "sym", "-g", "none", "--stdio"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
+    def report(sort):
+        argv = ["perf", "report", "-i", str(data), "--no-children", "--sort", sort, "-g", "none", "--stdio"]
+        return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+
+    dso, sym = report("dso"), report("sym")
     shares = {}
     for line in dso.splitlines():
         m = re.match(r"\s*([\d.]+)%\s+(\S+)", line)
