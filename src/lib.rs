@@ -7,10 +7,13 @@
 //! # Layout
 //! - [`settings`]: typed configuration, layered from embedded defaults, files and environment.
 //! - [`startup`]: listeners and servers per role; readiness and graceful shutdown.
-//! - `api`: the api role's routes (`/client`, `/work`), validation, outcome mapping, its metrics.
+//! - `api`: the api role's routes (`/client`, `/work`), validation, the attempts, one reading of a
+//!   call's result, outcome mapping, its metrics.
 //! - `actor_home`: where the api's actors run (on an api worker's thread).
-//! - `admission`: priority load shedding: pure limiters, `AdmissionActor`, `Permit`.
-//! - `breaker`: the circuit breaker: pure state machine, published gate, `BreakerActor`.
+//! - `admission`: priority load shedding: the pure limiter, the limit behind one interface (fixed,
+//!   gradient), the backlog, `AdmissionActor`, `Permit`, the handle routes hold.
+//! - `breaker`: the circuit breaker: pure state machine, one file per trip policy, published gate,
+//!   `BreakerActor`.
 //! - `retry`: retries with a budget, backoff with jitter, hedging (off by default).
 //! - `upstream`: the simulated dependency (`/upstream`): parameters, faults, capacity.
 //! - `wire`: what the api and the dependency agree on over HTTP (headers, overrides, 400s).
