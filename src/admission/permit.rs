@@ -39,8 +39,8 @@ impl Slots {
 
     /// The actor's part: new ceilings.
     pub(crate) fn publish(&self, limits: Limits) {
-        for (i, p) in Priority::ALL.into_iter().enumerate() {
-            self.ceilings[i].store(limits.ceiling(p), Ordering::Release);
+        for p in Priority::ALL {
+            self.ceilings[p.index()].store(limits.ceiling(p), Ordering::Release);
         }
     }
 

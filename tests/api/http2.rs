@@ -11,8 +11,18 @@ use actix_web::rt::task::spawn_blocking;
 
 use crate::helpers::spawn_app;
 
-/// Sends `bytes` on a fresh connection and returns what comes back before the server closes it or
-/// goes quiet for a second.
+/// Sends `bytes` on a fresh connection to each listener of role `all` (api, then upstream) and
+/// returns what each sent back before closing the connection or going quiet for a second.
+async fn answers(bytes: &'static [u8]) -> Vec<(SocketAddr, Vec<u8>)> {
+    let app = spawn_app(&[]).await;
+    let mut answers = Vec::new();
+    for addr in [app.api, app.upstream.expect("role all")] {
+        let answer = spawn_blocking(move || exchange(addr, bytes)).await.unwrap();
+        answers.push((addr, answer));
+    }
+    answers
+}
+
 fn exchange(addr: SocketAddr, bytes: &'static [u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
@@ -39,11 +49,7 @@ const UPGRADE: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection:
 
 #[actix_web::test]
 async fn a_listener_answers_no_http2_prior_knowledge_connection_with_http2() {
-    let app = spawn_app(&[]).await;
-    for addr in [app.api, app.upstream.expect("role all")] {
-        let answer = spawn_blocking(move || exchange(addr, PRIOR_KNOWLEDGE))
-            .await
-            .unwrap();
+    for (addr, answer) in answers(PRIOR_KNOWLEDGE).await {
         // An HTTP/2 server's first frame is its SETTINGS: 9 bytes of header, type 0x4.
         assert!(
             answer.len() < 9 || answer[3] != 0x04,
@@ -59,11 +65,7 @@ async fn a_listener_answers_no_http2_prior_knowledge_connection_with_http2() {
 
 #[actix_web::test]
 async fn a_listener_answers_an_h2c_upgrade_in_http1() {
-    let app = spawn_app(&[]).await;
-    for addr in [app.api, app.upstream.expect("role all")] {
-        let answer = spawn_blocking(move || exchange(addr, UPGRADE))
-            .await
-            .unwrap();
+    for (addr, answer) in answers(UPGRADE).await {
         let text = String::from_utf8_lossy(&answer);
         assert!(text.starts_with("HTTP/1.1 200"), "{addr}: {text}");
         assert!(!text.contains("101 Switching"), "{addr}: {text}");
