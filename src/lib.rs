@@ -14,6 +14,8 @@
 //!   gradient), the backlog, `AdmissionActor`, `Permit`, the handle routes hold.
 //! - `breaker`: the circuit breaker: pure state machine, one file per trip policy, published gate,
 //!   `BreakerActor`.
+//! - [`autoscaling`]: the scaling signal `autoscaling_load_ratio` (demand over this replica's own
+//!   capacity, held while the dependency is slow) and the actor that ticks it.
 //! - `retry`: retries with a budget, backoff with jitter, hedging (off by default).
 //! - `upstream`: the simulated dependency (`/upstream`): parameters, faults, capacity.
 //! - `wire`: what the api and the dependency agree on over HTTP (headers, overrides, 400s).
@@ -34,6 +36,7 @@
 mod actor_home;
 mod admission;
 mod api;
+pub mod autoscaling;
 mod bounds;
 mod breaker;
 pub mod check;

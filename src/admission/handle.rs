@@ -108,6 +108,11 @@ impl AdmissionHandle {
         }
     }
 
+    /// Requests to `path` decided so far, admitted or shed (for the autoscaling signal).
+    pub(crate) fn offered(&self, path: &str) -> u64 {
+        self.metrics.decided_total(path)
+    }
+
     /// A request shed here, without the actor: counted here.
     fn shed(&self, path: &'static str, priority: Priority) -> Shed {
         self.metrics.decided(path, priority, Decision::Shed);

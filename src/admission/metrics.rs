@@ -130,6 +130,17 @@ impl AdmissionMetrics {
         }
     }
 
+    /// Requests to `path` decided so far (admitted + shed, every priority): the offered load.
+    pub(crate) fn decided_total(&self, path: &str) -> u64 {
+        self.resolved
+            .decisions
+            .iter()
+            .filter(|(p, _)| *p == path)
+            .flat_map(|(_, by)| by.iter().flatten())
+            .map(IntCounter::get)
+            .sum()
+    }
+
     pub(crate) fn released(&self, priority: Priority) {
         self.resolved.released[priority.index()].inc();
     }

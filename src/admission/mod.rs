@@ -37,6 +37,17 @@ pub(crate) struct AdmissionConfig {
     pub backlog: BacklogConfig,
 }
 
+impl AdmissionConfig {
+    /// The in-flight ceiling this replica allows itself: the fixed one, or the adaptive limit's
+    /// bound (a live limit below it is set by the dependency's latency, not by this replica).
+    pub(crate) fn own_capacity(&self) -> u32 {
+        match self.mode {
+            AdmissionMode::Static(limits) => limits.high,
+            AdmissionMode::Adaptive { limiter, .. } => limiter.max_limit,
+        }
+    }
+}
+
 /// Where the ceilings come from.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum AdmissionMode {

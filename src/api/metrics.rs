@@ -5,6 +5,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use prometheus::core::Collector;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 
 use crate::metrics::{Metrics, LATENCY_BUCKETS};
@@ -74,6 +75,21 @@ impl UpstreamMetrics {
             duration,
             durations: Default::default(),
         })
+    }
+
+    /// Reads the calls finished so far (every result that took time) and their total seconds.
+    pub(crate) fn call_totals(&self) -> impl Fn() -> (u64, f64) + Send + 'static {
+        let duration = self.duration.clone();
+        move || {
+            duration
+                .collect()
+                .iter()
+                .flat_map(|family| family.get_metric())
+                .map(|m| m.get_histogram())
+                .fold((0, 0.0), |(n, s), h| {
+                    (n + h.get_sample_count(), s + h.get_sample_sum())
+                })
+        }
     }
 
     /// Counts one call; `elapsed` is the time spent on it (none when the breaker refused it).

@@ -23,6 +23,8 @@ pub(crate) use upstream_call::client as upstream_client;
 
 use crate::actor_home::ActorHome;
 use crate::admission::{AdmissionHandle, Permit, Priority};
+use crate::autoscaling::signal::Totals;
+use crate::autoscaling::LoadSignalActor;
 use crate::breaker::BreakerHandle;
 use crate::metrics::Metrics;
 use crate::retry::{Retries, RetryMetrics};
@@ -62,10 +64,27 @@ impl ApiState {
         metrics: &Metrics,
         home: &ActorHome,
     ) -> Result<Self, prometheus::Error> {
+        let upstream_metrics = UpstreamMetrics::register(metrics)?;
+        let admission =
+            AdmissionHandle::start(&settings.admission, metrics, &[CLIENT, WORK], home)?;
+        let (offered, calls) = (admission.clone(), upstream_metrics.call_totals());
+        LoadSignalActor::start(
+            settings.admission.own_capacity(),
+            Box::new(move || {
+                let (calls, call_seconds) = calls();
+                Totals {
+                    arrivals: offered.offered(CLIENT),
+                    calls,
+                    call_seconds,
+                }
+            }),
+            metrics,
+            home,
+        )?;
         Ok(Self {
             metrics: metrics.clone(),
-            upstream_metrics: UpstreamMetrics::register(metrics)?,
-            admission: AdmissionHandle::start(&settings.admission, metrics, &[CLIENT, WORK], home)?,
+            upstream_metrics,
+            admission,
             breaker: BreakerHandle::start(settings.breaker, metrics, home)?,
             api,
             timeouts: settings.timeouts,

@@ -1,4 +1,5 @@
 mod admission;
+mod autoscaling;
 mod backlog;
 mod binary;
 mod breaker;

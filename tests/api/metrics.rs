@@ -19,6 +19,7 @@ async fn every_contract_metric_is_exposed_with_its_type() {
         ("admission_requests_total", "counter"),
         ("admission_inflight", "gauge"),
         ("admission_limit", "gauge"),
+        ("autoscaling_load_ratio", "gauge"),
         ("process_resident_memory_bytes", "gauge"),
         ("process_cpu_seconds_total", "counter"),
     ] {
