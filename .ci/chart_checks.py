@@ -4,7 +4,14 @@
 - `helm lint --strict`;
 - `helm template` output validated: core kinds with `kubernetes-validate --strict` (Kubernetes
   1.30, the chart's minimum, and 1.35), ServiceMonitor and PrometheusRule with the
-  prometheus-operator JSON schemas (.ci/validate-crds.mjs);
+  prometheus-operator JSON schemas, ScaledObject (`autoscaling.signal: load`) with KEDA's
+  (.ci/validate-crds.mjs);
+- with `signal: load`, a cluster without KEDA's API fails the install with a clear message
+  (`helm install --dry-run=client`: nothing is created), and the ScaledObject keeps the HPA's
+  contract (fallback never lowers, null results are errors, the same behavior);
+- long names: a 53-character release name and a 62-character fullnameOverride render every
+  object name distinct per kind and at most 63 characters;
+- with autoscaling on, the Deployment starts at minReplicas (never 1);
 - the rules of the rendered PrometheusRule pass `promtool check rules`;
 - every rendered object carries the chart's standard labels (name, instance, chart, managed-by);
 - every `helm install`/`upgrade` command the docs and the rendered NOTES.txt print passes the chart's
@@ -34,7 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 CHART = ROOT / "helm/load-shed-api"
 KUBE_VERSIONS = ["1.30.0", "1.35.0"]
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
+# What `helm template` is told the cluster serves when the values ask for KEDA.
+KEDA_API = ["--api-versions", "keda.sh/v1alpha1"]
 
 checks = Checks()
 check = checks.check
@@ -82,6 +91,78 @@ def documented_commands_check(workdir):
             r = run(["helm", "template", "demo", str(CHART), *args])
             check(r.returncode == 0, f"{name}: `{' '.join(command.split())}` passes the chart's schema"
                   + ("" if r.returncode == 0 else f"\n{r.stderr.strip()}"))
+
+
+def wants_keda(extra):
+    """Whether the values file in `extra` asks for the KEDA ScaledObject."""
+    files = [extra[i + 1] for i, a in enumerate(extra) if a == "-f"]
+    return any((yaml.safe_load(Path(f).read_text()) or {}).get("autoscaling", {}).get("signal") == "load"
+               for f in files)
+
+
+def names_check(name, docs):
+    """Every object name distinct within its kind and a valid DNS label length."""
+    seen, problems = set(), []
+    for d in docs:
+        key = (d["kind"], d["metadata"]["name"])
+        if key in seen:
+            problems.append(f"{key[0]}/{key[1]} twice")
+        if len(key[1]) > 63:
+            problems.append(f"{key[0]}/{key[1]} is {len(key[1])} characters")
+        seen.add(key)
+    check(not problems, f"{name}: {len(docs)} object names distinct per kind, each at most 63 characters"
+          + (f" ({'; '.join(problems)})" if problems else ""))
+
+
+def long_names_check():
+    """The names that collided before: a 53-character release, a 62-character fullnameOverride."""
+    release = "walkthrough-release-with-a-fairly-long-name-abcdefxyz"
+    override = "f" * 40 + "-" + "o" * 21
+    for label, release_name, extra in [
+        (f"release {len(release)} chars", release, []),
+        (f"fullnameOverride {len(override)} chars", "demo", ["--set", f"fullnameOverride={override}"]),
+    ]:
+        r = run(["helm", "template", release_name, str(CHART), "--namespace", "demo", *extra])
+        ok = r.returncode == 0
+        check(ok, f"long names ({label}): helm template" + ("" if ok else f"\n{r.stderr}"))
+        if r.returncode == 0:
+            names_check(f"long names ({label})", [d for d in yaml.safe_load_all(r.stdout) if d])
+
+
+def keda_checks(docs):
+    """The ScaledObject's promises, and the refusal without KEDA."""
+    (so,) = [d for d in docs if d["kind"] == "ScaledObject"]
+    spec = so["spec"]
+    (trigger,) = spec["triggers"]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["autoscaling"]
+    check(trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
+          and trigger["metadata"]["ignoreNullValues"] == "false"
+          and "autoscaling_load_ratio" in trigger["metadata"]["query"],
+          f"load: prometheus trigger on autoscaling_load_ratio, AverageValue, ignoreNullValues false "
+          f"({trigger['metadata']['query']})")
+    check(spec["fallback"]["behavior"] == "currentReplicasIfHigher",
+          "load: the fallback holds the replicas (currentReplicasIfHigher), never lowers them")
+    check(spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == values["behavior"],
+          "load: the ScaledObject's HPA behavior is autoscaling.behavior")
+    check(not [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"], "load: no chart HPA beside KEDA's")
+    dry = run(["helm", "install", "demo", str(CHART), "--namespace", "demo", "--dry-run=client",
+               "--set", "autoscaling.signal=load"])
+    check(dry.returncode != 0 and "needs KEDA" in dry.stderr and "MANIFEST" not in dry.stdout,
+          "load without KEDA's API: helm install fails before creating anything, saying why"
+          + (f" ({dry.stderr.strip().splitlines()[-1]})" if dry.stderr.strip() else ""))
+
+
+def replicas_check(name, docs):
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["autoscaling"]
+    (api,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["labels"].get(
+        "app.kubernetes.io/component") == "api"]
+    scaled = any(d["kind"] in ("HorizontalPodAutoscaler", "ScaledObject") for d in docs)
+    replicas = api["spec"].get("replicas")
+    if scaled:
+        low = min(d["spec"].get("minReplicas", d["spec"].get("minReplicaCount", 0)) for d in docs
+                  if d["kind"] in ("HorizontalPodAutoscaler", "ScaledObject"))
+        check(replicas == low, f"{name}: autoscaled, the api Deployment starts at minReplicas ({replicas}, "
+              f"min {low}; default {values['minReplicas']})")
 
 
 def labels_check(name, docs):
@@ -213,12 +294,16 @@ def main():
     ]
     for name, extra in cases:
         print(f"values: {name}", flush=True)
-        lint = run(["helm", "lint", "--strict", str(CHART), *extra])
+        keda = wants_keda(extra)
+        # helm lint cannot be told the cluster's APIs: it renders without the KEDA check.
+        lint = run(["helm", "lint", "--strict", str(CHART), *extra,
+                    *(["--set", "autoscaling.load.requireKeda=false"] if keda else [])])
         check(
             lint.returncode == 0,
             f"{name}: helm lint --strict" + ("" if lint.returncode == 0 else f"\n{lint.stdout}{lint.stderr}"),
         )
-        rendered = run(["helm", "template", "demo", str(CHART), "--namespace", "demo", *extra])
+        rendered = run(["helm", "template", "demo", str(CHART), "--namespace", "demo", *extra,
+                        *(KEDA_API if keda else [])])
         check(
             rendered.returncode == 0,
             f"{name}: helm template" + ("" if rendered.returncode == 0 else f"\n{rendered.stderr}"),
@@ -246,7 +331,8 @@ def main():
             v = run(["node", str(script), str(crd_file)])
             check(
                 v.returncode == 0,
-                f"{name}: {len(crds)} ServiceMonitor/PrometheusRule valid ({v.stdout.strip()}{v.stderr.strip()})",
+                f"{name}: {len(crds)} ServiceMonitor/PrometheusRule/ScaledObject valid "
+                f"({v.stdout.strip()}{v.stderr.strip()})",
             )
         for rule in (d for d in docs if d["kind"] == "PrometheusRule"):
             rules_file = workdir / f"{name}-rules.yaml"
@@ -264,10 +350,16 @@ def main():
                 f"{name}: {monitor['metadata']['name']} sets job={relabel['replacement']}",
             )
         labels_check(name, docs)
+        names_check(name, docs)
+        replicas_check(name, docs)
+        if keda:
+            keda_checks(docs)
         kinds = sorted(d["kind"] for d in docs)
         print(f"  rendered: {', '.join(kinds)}")
         startup_check(name, docs, args.binary, workdir)
 
+    print("long names", flush=True)
+    long_names_check()
     print("documented helm commands", flush=True)
     documented_commands_check(workdir)
     checks.finish("chart checks")

@@ -1,6 +1,7 @@
 """What the load scripts and the checks in .ci/ share: free ports, HTTP GET, starting, waiting
 for and stopping a process, counting checks, the binary argument, the git commit, reading the
-Prometheus text format, percentiles, RSS. Standard library only."""
+Prometheus text format, percentiles, RSS, the chart's rendered ScaledObject. Standard library only,
+but for `scaled_object` (helm and PyYAML)."""
 
 import argparse
 import shutil
@@ -168,3 +169,18 @@ def rss_kib(pid):
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def scaled_object(namespace, release="load-shed-api", sets=()):
+    """The KEDA ScaledObject that `helm template` renders for `autoscaling.signal=load` (as a
+    dict): its query, threshold, bounds and HPA behavior are what a cluster would run."""
+    import yaml  # only the autoscaling scripts need PyYAML
+
+    require_tools(("helm",), "see .ci/run's ensure_helm")
+    argv = ["helm", "template", release, str(ROOT / "helm/load-shed-api"), "--namespace", namespace,
+            "--api-versions", "keda.sh/v1alpha1", "--set", "autoscaling.signal=load",
+            "--show-only", "templates/scaledobject.yaml"]
+    for s in sets:
+        argv += ["--set", s]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout
+    return yaml.safe_load(out)

@@ -77,18 +77,25 @@ impl UpstreamMetrics {
         })
     }
 
-    /// Reads the calls finished so far (every result that took time) and their total seconds.
-    pub(crate) fn call_totals(&self) -> impl Fn() -> (u64, f64) + Send + 'static {
+    /// Reads, per result label, the calls finished so far and their total seconds (only results
+    /// that have had a call appear).
+    pub(crate) fn call_totals(&self) -> impl Fn() -> Vec<(String, u64, f64)> + Send + 'static {
         let duration = self.duration.clone();
         move || {
             duration
                 .collect()
                 .iter()
                 .flat_map(|family| family.get_metric())
-                .map(|m| m.get_histogram())
-                .fold((0, 0.0), |(n, s), h| {
-                    (n + h.get_sample_count(), s + h.get_sample_sum())
+                .map(|m| {
+                    let result = m
+                        .get_label()
+                        .iter()
+                        .find(|l| l.name() == "result")
+                        .map_or_else(String::new, |l| l.value().to_string());
+                    let h = m.get_histogram();
+                    (result, h.get_sample_count(), h.get_sample_sum())
                 })
+                .collect()
         }
     }
 

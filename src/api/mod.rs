@@ -31,7 +31,7 @@ use crate::retry::{Retries, RetryMetrics};
 use crate::routes;
 use crate::settings::{ApiSettings, Settings, Timeouts};
 use crate::wire::OverridePolicy;
-use metrics::UpstreamMetrics;
+use metrics::{UpstreamMetrics, UpstreamResult};
 use outcome::Outcome;
 
 /// The two routes admission counts by path.
@@ -71,12 +71,18 @@ impl ApiState {
         LoadSignalActor::start(
             settings.admission.own_capacity(),
             Box::new(move || {
-                let (calls, call_seconds) = calls();
-                Totals {
+                let mut totals = Totals {
                     arrivals: offered.offered(CLIENT),
-                    calls,
-                    call_seconds,
+                    ..Totals::default()
+                };
+                for (result, n, seconds) in calls() {
+                    if result == UpstreamResult::Ok.label() {
+                        (totals.ok_calls, totals.ok_seconds) = (n, seconds);
+                    } else if result == UpstreamResult::Timeout.label() {
+                        (totals.timeouts, totals.timeout_seconds) = (n, seconds);
+                    }
                 }
+                totals
             }),
             metrics,
             home,

@@ -7,9 +7,9 @@
 //!
 //! - **offered rate**: `/client` arrivals per second at admission (admitted + shed; a request
 //!   that waits in the backlog is counted when it is decided), over the last [`WINDOW`].
-//! - **healthy latency**: the lowest mean upstream latency of any [`WINDOW`] with at least
-//!   [`MIN_CALLS`] calls in the last [`REFERENCE`]: what a call costs this replica when the
-//!   dependency is well.
+//! - **healthy latency**: the lowest mean latency of successful upstream calls in any [`WINDOW`]
+//!   with at least [`MIN_CALLS`] of them in the last [`REFERENCE`]: what a call costs this replica
+//!   when the dependency is well (a fast failure says nothing about that).
 //! - **capacity**: the in-flight ceiling this replica allows itself (static: `max_inflight`;
 //!   adaptive: `max_limit`, since a live limit below it is set by the dependency, not this replica).
 //!
@@ -18,8 +18,9 @@
 //! ratio reads k whatever the dependency does. A naive rate · *current* latency would read 5 × when
 //! the dependency slows 5 ×, and scale the callers out into it.
 //!
-//! **Dependency slow.** While the window's mean latency is above [`SLOW_FACTOR`] × the healthy one,
-//! or calls were offered but none finished (the breaker refuses them, or they all hang), the ratio
+//! **Dependency slow.** While the window's mean latency of calls that succeeded or timed out is
+//! above [`SLOW_FACTOR`] × the healthy one, or calls were offered but none succeeded or timed out
+//! (the breaker refuses them, they fail, or they all hang), the ratio
 //! never rises above what it read when the dependency was last well: it may fall, it does not ask
 //! for more replicas.
 
@@ -43,9 +44,12 @@ const BUCKET: Duration = Duration::from_secs(60);
 pub struct Totals {
     /// `/client` requests decided by admission (admitted + shed).
     pub arrivals: u64,
-    /// Upstream calls finished (any result but a breaker refusal) and their total seconds.
-    pub calls: u64,
-    pub call_seconds: f64,
+    /// Upstream calls that succeeded, and their total seconds.
+    pub ok_calls: u64,
+    pub ok_seconds: f64,
+    /// Upstream calls that timed out, and the seconds they were given.
+    pub timeouts: u64,
+    pub timeout_seconds: f64,
 }
 
 /// What one tick read.
@@ -62,7 +66,8 @@ pub struct LoadSignal {
     capacity: f64,
     /// Totals at each tick within the last [`WINDOW`] (and the one just before it).
     history: VecDeque<(Instant, Totals)>,
-    /// The lowest window mean latency, per [`BUCKET`], over the last [`REFERENCE`].
+    /// The lowest window mean latency of successful calls, per [`BUCKET`], over the last
+    /// [`REFERENCE`].
     healthy: VecDeque<(Instant, f64)>,
     /// The ratio at the last tick the dependency was well.
     held: f64,
@@ -103,19 +108,21 @@ impl LoadSignal {
             return self.reading(0.0, false);
         }
         let arrivals = totals.arrivals.saturating_sub(base.arrivals);
-        let calls = totals.calls.saturating_sub(base.calls);
-        let recent = (calls >= MIN_CALLS)
-            .then(|| (totals.call_seconds - base.call_seconds).max(0.0) / calls as f64);
-        if let Some(mean) = recent {
-            self.remember(now, mean);
+        let ok = totals.ok_calls.saturating_sub(base.ok_calls);
+        let ok_seconds = (totals.ok_seconds - base.ok_seconds).max(0.0);
+        if ok >= MIN_CALLS {
+            self.remember(now, ok_seconds / ok as f64);
         }
+        let calls = ok + totals.timeouts.saturating_sub(base.timeouts);
+        let seconds = ok_seconds + (totals.timeout_seconds - base.timeout_seconds).max(0.0);
+        let recent = (calls >= MIN_CALLS).then(|| seconds / calls as f64);
         let rate = arrivals as f64 / span;
         let ratio = self
             .healthy_latency()
             .map_or(0.0, |healthy| rate * healthy / self.capacity);
         let slow = match (recent, self.healthy_latency()) {
             (Some(mean), Some(healthy)) => mean > SLOW_FACTOR * healthy,
-            // Offered, and nothing came back in a whole window.
+            // Offered, and nothing succeeded or timed out in a whole window.
             _ => calls == 0 && arrivals >= MIN_CALLS,
         };
         self.reading(ratio, slow)
@@ -175,12 +182,27 @@ mod tests {
         }
 
         fn run(&mut self, seconds: u32, rate: u64, served: u64, latency: f64) -> Reading {
+            self.run_with(seconds, rate, served, latency, 0, 0.0)
+        }
+
+        /// As [`Bench::run`], with `timeouts` calls a second timing out after `given` seconds.
+        fn run_with(
+            &mut self,
+            seconds: u32,
+            rate: u64,
+            served: u64,
+            latency: f64,
+            timeouts: u64,
+            given: f64,
+        ) -> Reading {
             let mut last = self.signal.tick(self.now, self.totals);
             for _ in 0..seconds {
                 self.now += Duration::from_secs(1);
                 self.totals.arrivals += rate;
-                self.totals.calls += served;
-                self.totals.call_seconds += served as f64 * latency;
+                self.totals.ok_calls += served;
+                self.totals.ok_seconds += served as f64 * latency;
+                self.totals.timeouts += timeouts;
+                self.totals.timeout_seconds += timeouts as f64 * given;
                 last = self.signal.tick(self.now, self.totals);
             }
             last
@@ -244,6 +266,20 @@ mod tests {
         let r = b.run(10, 1500, 0, 0.0);
         assert!(r.dependency_slow);
         assert!(r.ratio <= before + 1e-9);
+    }
+
+    #[test]
+    fn timeouts_make_it_slow_and_fast_failures_do_not_lower_the_healthy_latency() {
+        let mut b = Bench::new(50);
+        let before = b.run(10, 500, 500, 0.05).ratio;
+        // Half the calls time out after 200 ms, the others still take 50 ms: slow.
+        let r = b.run_with(10, 500, 250, 0.05, 250, 0.2);
+        assert!(r.dependency_slow, "{r:?}");
+        assert!(r.ratio <= before + 1e-9, "{r:?}");
+        // Failures answered in 1 ms (not counted as calls here: the caller reads only ok and
+        // timeout) leave the healthy latency where it was.
+        b.run(10, 500, 0, 0.0);
+        assert!(close(b.signal.healthy_latency().unwrap_or(0.0), 0.05));
     }
 
     #[test]

@@ -17,9 +17,31 @@
 {{- end }}
 {{- end }}
 
+{{/*
+The fullname with a suffix, at most 63 characters: the base is cut to make room before the suffix
+is added, so every suffixed name stays distinct from the fullname and from each other.
+Call with (list $ "-env").
+*/}}
+{{- define "load-shed-api.suffixed" -}}
+{{- $suffix := index . 1 }}
+{{- printf "%s%s" (include "load-shed-api.fullname" (index . 0) | trunc (int (sub 63 (len $suffix))) | trimSuffix "-") $suffix }}
+{{- end }}
+
 {{/* Name of the simulated upstream's Deployment and Service. */}}
 {{- define "load-shed-api.upstreamFullname" -}}
-{{- printf "%s-upstream" (include "load-shed-api.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- include "load-shed-api.suffixed" (list . "-upstream") }}
+{{- end }}
+
+{{/*
+The api Deployment's replicas while an autoscaler (HPA or KEDA) owns the count: the count it has
+now (so an upgrade, or turning autoscaling back on, never resets it), else minReplicas; always
+within [minReplicas, maxReplicas]. `helm template` and dry runs see no cluster: minReplicas.
+*/}}
+{{- define "load-shed-api.autoscaledReplicas" -}}
+{{- $a := .Values.autoscaling }}
+{{- $live := lookup "apps/v1" "Deployment" .Release.Namespace (include "load-shed-api.fullname" .) }}
+{{- $current := int (dig "spec" "replicas" $a.minReplicas $live) }}
+{{- max (int $a.minReplicas) (min (int $a.maxReplicas) $current) }}
 {{- end }}
 
 {{/* chart label value: name-version. */}}
@@ -102,4 +124,12 @@ RUST_LOG: {{ .Values.logLevel | quote }}
 {{- define "load-shed-api.terminationGracePeriodSeconds" -}}
 {{- $s := .Values.config.shutdown }}
 {{- add (int .Values.lifecycle.preStopSleepSeconds) (int $s.drainDelaySeconds) (int $s.graceSeconds) (int .Values.lifecycle.extraTerminationSeconds) }}
+{{- end }}
+
+{{/*
+The autoscaling query: the sum over this release's api pods of autoscaling_load_ratio, i.e. the
+demand in units of one replica's capacity (the labels are the ones the ServiceMonitor gives).
+*/}}
+{{- define "load-shed-api.loadQuery" -}}
+{{- printf "sum(autoscaling_load_ratio{job=%q,namespace=%q,service=%q})" .Values.serviceMonitor.jobName .Release.Namespace (include "load-shed-api.fullname" .) }}
 {{- end }}
