@@ -1,6 +1,6 @@
 # Installs, in dependency order: metrics-server (for the HPA), kube-prometheus-stack (Prometheus
-# Operator CRDs, Prometheus, Grafana with its dashboard sidecar), then load-shed-api from the
-# chart in this repository.
+# Operator CRDs, Prometheus, Grafana with its dashboard sidecar), KEDA when autoscaling_signal is
+# "load", then load-shed-api from the chart in this repository.
 
 resource "kubernetes_namespace_v1" "monitoring" {
   metadata {
@@ -60,6 +60,20 @@ resource "helm_release" "kube_prometheus_stack" {
   })]
 }
 
+# KEDA: the ScaledObject of autoscaling.signal = "load" (an HPA on the service's own load signal,
+# queried from kube-prometheus-stack's Prometheus). Only installed when that signal is chosen.
+resource "helm_release" "keda" {
+  count            = var.autoscaling_signal == "load" ? 1 : 0
+  name             = "keda"
+  repository       = "https://kedacore.github.io/charts"
+  chart            = "keda"
+  version          = var.keda_chart_version
+  namespace        = "keda"
+  create_namespace = true
+  wait             = true
+  timeout          = 300
+}
+
 resource "helm_release" "load_shed_api" {
   name      = var.app_release_name
   chart     = "${path.module}/../helm/load-shed-api"
@@ -80,10 +94,17 @@ resource "helm_release" "load_shed_api" {
           failRate  = var.upstream_fail_rate
         }
       }
+      autoscaling = {
+        signal = var.autoscaling_signal
+        load = {
+          serverAddress = "http://kube-prometheus-stack-prometheus.${var.monitoring_namespace}.svc:9090"
+        }
+      }
     }),
     yamlencode(var.app_values),
   ]
 
-  # The ServiceMonitor and PrometheusRule need the operator's CRDs; the HPA needs metrics-server.
-  depends_on = [helm_release.kube_prometheus_stack, helm_release.metrics_server]
+  # The ServiceMonitor and PrometheusRule need the operator's CRDs; the HPA needs metrics-server;
+  # the ScaledObject needs KEDA's API (the chart refuses to install without it).
+  depends_on = [helm_release.kube_prometheus_stack, helm_release.metrics_server, helm_release.keda]
 }

@@ -40,6 +40,23 @@ variable "kube_prometheus_stack_chart_version" {
   default     = "85.1.2"
 }
 
+variable "autoscaling_signal" {
+  description = "What scales the api: \"cpu\" (the chart's HPA, metrics-server) or \"load\" (KEDA on autoscaling_load_ratio; installs KEDA)."
+  type        = string
+  default     = "cpu"
+
+  validation {
+    condition     = contains(["cpu", "load"], var.autoscaling_signal)
+    error_message = "autoscaling_signal must be \"cpu\" or \"load\"."
+  }
+}
+
+variable "keda_chart_version" {
+  description = "Pinned version of the KEDA chart (installed only with autoscaling_signal = \"load\")."
+  type        = string
+  default     = "2.21.1"
+}
+
 variable "metrics_server_insecure_tls" {
   description = "Pass --kubelet-insecure-tls to metrics-server: Kind's kubelets serve self-signed certificates."
   type        = bool
