@@ -28,7 +28,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// The arrival rate and the recent latency are measured over this trailing window.
-pub const WINDOW: Duration = Duration::from_secs(5);
+pub const WINDOW: Duration = Duration::from_secs(3);
 /// How long a healthy latency is remembered: a dependency slower than that for longer is taken as
 /// it is (a replica started since has never seen it faster).
 pub const REFERENCE: Duration = Duration::from_secs(30 * 60);
