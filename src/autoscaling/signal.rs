@@ -19,8 +19,8 @@
 //! the dependency slows 5 ×, and scale the callers out into it.
 //!
 //! **Dependency slow.** While the window's mean latency of calls that succeeded or timed out is
-//! above [`SLOW_FACTOR`] × the healthy one, or calls were offered but none succeeded or timed out
-//! (the breaker refuses them, they fail, or they all hang), the ratio
+//! above [`SLOW_FACTOR`] × the healthy one, or calls were offered but fewer than [`MIN_CALLS`]
+//! succeeded or timed out (the breaker refuses them, they fail, or they all hang), the ratio
 //! never rises above what it read when the dependency was last well: it may fall, it does not ask
 //! for more replicas.
 
@@ -122,8 +122,11 @@ impl LoadSignal {
             .map_or(0.0, |healthy| rate * healthy / self.capacity);
         let slow = match (recent, self.healthy_latency()) {
             (Some(mean), Some(healthy)) => mean > SLOW_FACTOR * healthy,
-            // Offered, and nothing succeeded or timed out in a whole window.
-            _ => calls == 0 && arrivals >= MIN_CALLS,
+            // Offered, and too little came back to judge: a healthy dependency answers within the
+            // window what it is sent, so this is a dependency that holds its calls (or refuses or
+            // fails them all). Judged slow until enough calls finish to say otherwise, so a load
+            // that arrives together with a slowdown cannot pass itself off as demand.
+            _ => calls < MIN_CALLS && arrivals >= MIN_CALLS,
         };
         self.reading(ratio, slow)
     }
@@ -280,6 +283,20 @@ mod tests {
         // timeout) leave the healthy latency where it was.
         b.run(10, 500, 0, 0.0);
         assert!(close(b.signal.healthy_latency().unwrap_or(0.0), 0.05));
+    }
+
+    #[test]
+    fn a_load_that_arrives_with_a_slowdown_is_not_taken_for_demand() {
+        let mut b = Bench::new(50);
+        assert!(close(b.run(10, 500, 500, 0.05).ratio, 0.5));
+        assert_eq!(b.run(10, 0, 0, 0.0).ratio, 0.0);
+        // 2000/s arrive at once and the calls take 300 ms: none has come back after a second.
+        let r = b.run(1, 2000, 0, 0.0);
+        assert!(r.dependency_slow, "{r:?}");
+        assert_eq!(r.ratio, 0.0);
+        let r = b.run(10, 2000, 160, 0.3);
+        assert!(r.dependency_slow, "{r:?}");
+        assert_eq!(r.ratio, 0.0);
     }
 
     #[test]
