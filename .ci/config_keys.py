@@ -14,7 +14,11 @@ from config/default.toml. This script fails when any of them disagree:
   `ApiSettings`, `Timeouts`, ... and the components' `BreakerConfig`, `RetryConfig`, ...) are handed
   to the component that owns them, so no other struct in src/ declares a field named for one of
   their keys with the same type (a copy is one more place a new key must be added, and can
-  drift). Request parameters that share a key's name (`ms`, `fail_rate`) are not copies.
+  drift). Request parameters that share a key's name (`ms`, `fail_rate`) are not copies;
+- every typed section with a field named for a key is declared in its section's file under
+  src/settings/, beside the raw field and the rule that fill it: so a new key touches that one
+  Rust file (plus the code that reads it), config/default.toml, values.yaml and values.schema.json,
+  four files, and the table is regenerated.
 
 (The code and config/default.toml cannot drift: the binary embeds the file, rejects keys it does
 not know and fails to start without one it needs, which `cargo test` covers.)
@@ -211,6 +215,13 @@ def main():
             f"{name} ({home}) is handed over, not copied field by field"
             + (f": copied as {', '.join(copies)}" if copies else ""),
         )
+        named = sorted(field for field in fields if field in key_fields)
+        if named:
+            checks.check(
+                str(home).startswith("src/settings/"),
+                f"{name} (fields {', '.join(named)}) is declared under src/settings/ ({home}):"
+                " a new key touches four files",
+            )
 
     generated = table()
     docs = DOCS.read_text()

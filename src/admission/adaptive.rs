@@ -41,46 +41,13 @@ use std::time::{Duration, Instant};
 
 use super::limit::Limit;
 use super::machine::{Fractions, Limits};
+use crate::settings::GradientConfig;
 
 /// Bounds of the gradient (Envoy's): at most halve, at most double per window.
 const GRADIENT: (f64, f64) = (0.5, 2.0);
 /// Windows in a row at `min_limit`, or halving the limit, after which the baseline is measured
 /// again.
 pub(crate) const FLOOR_WINDOWS: u32 = 5;
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct GradientConfig {
-    pub min_limit: u32,
-    pub max_limit: u32,
-    /// Shortest sampling window; the limit changes at most once per window.
-    pub interval: Duration,
-    /// Fewest samples a window needs (a window is extended until it has them).
-    pub min_samples: usize,
-    /// Latency accepted above the baseline before the limit shrinks, as a share of it.
-    pub buffer: f64,
-    /// Calls added to the limit at every update (room to find capacity that comes back).
-    pub headroom: f64,
-    /// How often the baseline is measured again.
-    pub probe_interval: Duration,
-    /// Calls at `min_limit` whose median is the baseline.
-    pub probe_samples: usize,
-}
-
-impl GradientConfig {
-    /// The defaults for everything but the bounds.
-    pub(crate) fn new(min_limit: u32, max_limit: u32) -> Self {
-        Self {
-            min_limit,
-            max_limit,
-            interval: Duration::from_millis(50),
-            min_samples: 10,
-            buffer: 0.1,
-            headroom: 1.0,
-            probe_interval: Duration::from_secs(30),
-            probe_samples: 25,
-        }
-    }
-}
 
 /// One finished upstream call, as the limiter sees it.
 #[derive(Debug, Clone, Copy)]

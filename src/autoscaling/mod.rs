@@ -3,7 +3,7 @@
 //! scales on it with `autoscaling.signal: load` (a KEDA ScaledObject).
 //!
 //! - [`signal`]: the pure computation ([`signal::LoadSignal`]), stepped by hand in its tests.
-//! - [`LoadSignalActor`]: ticks once a second, reads the counters the request path already keeps
+//! - `LoadSignalActor`: ticks once a second, reads the counters the request path already keeps
 //!   (admission's decisions, the upstream latency histogram) and sets the gauge. It adds nothing
 //!   to a request's path.
 

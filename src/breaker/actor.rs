@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::gate::{BreakerGate, GateView};
-use super::machine::{BreakerConfig, CircuitBreaker, Rejected, State, Ticket, Verdict};
+use super::machine::{CircuitBreaker, Rejected, State, Ticket, Verdict};
 use super::metrics::{self, BreakerMetrics};
 use crate::actor_home::ActorHome;
 use crate::metrics::Metrics;
+use crate::settings::BreakerConfig;
 
 /// Requests queue here only in HalfOpen and when Open's pause ends; verdicts use `do_send`,
 /// which never waits for room, so a full mailbox cannot block a handler's cleanup.

@@ -6,21 +6,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::policy::TripPolicy;
-
-/// The policy's parameters.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RateWindow {
-    /// Calls the window holds (the last `size` verdicts).
-    pub size: u32,
-    /// Below this many calls in the window, rates are not judged.
-    pub minimum_calls: u32,
-    /// Failure share (0-1] at or above which the breaker opens.
-    pub failure_rate_threshold: f64,
-    /// A call at least this long is slow; zero turns the slow-call rule off.
-    pub slow_call: Duration,
-    /// Slow share (0-1] at or above which the breaker opens.
-    pub slow_call_rate_threshold: f64,
-}
+use crate::settings::RateWindow;
 
 #[derive(Debug, Clone)]
 pub struct FailureRate {

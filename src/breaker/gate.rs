@@ -163,8 +163,9 @@ mod verdicts_left_out {
     use std::collections::VecDeque;
 
     use super::*;
-    use crate::breaker::failure_rate::RateWindow;
-    use crate::breaker::machine::{BreakerConfig, CircuitBreaker, Ticket, TripRule};
+    use crate::breaker::machine::{CircuitBreaker, Ticket};
+    use crate::settings::RateWindow;
+    use crate::settings::{BreakerConfig, TripRule};
 
     const OPEN_FOR: Duration = Duration::from_secs(5);
 

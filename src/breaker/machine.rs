@@ -9,17 +9,9 @@
 use std::time::{Duration, Instant};
 
 use super::consecutive::Consecutive;
-use super::failure_rate::{FailureRate, RateWindow};
+use super::failure_rate::FailureRate;
 use super::policy::TripPolicy;
-
-/// What opens a Closed breaker, with its parameters (`breaker.mode`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum TripRule {
-    /// `threshold` consecutive failures.
-    Consecutive { threshold: u32 },
-    /// A failure or slow-call rate over a sliding window of calls.
-    FailureRate(RateWindow),
-}
+use crate::settings::{BreakerConfig, TripRule};
 
 impl TripRule {
     /// The policy this rule describes, with an empty window.
@@ -29,16 +21,6 @@ impl TripRule {
             TripRule::FailureRate(window) => Box::new(FailureRate::new(window)),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BreakerConfig {
-    /// What opens the breaker while Closed.
-    pub trip: TripRule,
-    /// How long Open lasts before the first probe may go through.
-    pub open_for: Duration,
-    /// Probe calls let through at once in HalfOpen; that many successes close the breaker.
-    pub half_open_probes: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,6 +229,7 @@ impl CircuitBreaker {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::settings::RateWindow;
 
     const OPEN_FOR: Duration = Duration::from_secs(10);
     const THRESHOLD: u32 = 3;

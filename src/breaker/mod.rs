@@ -17,6 +17,6 @@ mod machine;
 mod metrics;
 mod policy;
 
+pub use crate::settings::{BreakerConfig, RateWindow, TripRule};
 pub(crate) use actor::BreakerHandle;
-pub use failure_rate::RateWindow;
-pub use machine::{BreakerConfig, CircuitBreaker, Rejected, State, Ticket, TripRule, Verdict};
+pub use machine::{CircuitBreaker, Rejected, State, Ticket, Verdict};

@@ -4,18 +4,9 @@
 //! `ttl`, then expire, so the budget follows recent traffic. Pure: time is an argument.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// The budget's parameters (`retry.budget_ratio`, `min_per_second`, `budget_ttl_seconds`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct BudgetConfig {
-    /// Retries allowed per request, e.g. 0.2: one retry for every five requests.
-    pub ratio: f64,
-    /// Retries allowed per second whatever the traffic.
-    pub min_per_second: u32,
-    /// How long a deposit or a withdrawal counts.
-    pub ttl: Duration,
-}
+use crate::settings::BudgetConfig;
 
 /// One second's deposits and withdrawals.
 #[derive(Debug, Clone, Copy)]
@@ -107,6 +98,7 @@ impl RetryBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const CONFIG: BudgetConfig = BudgetConfig {
         ratio: 0.2,

@@ -20,39 +20,14 @@ mod budget;
 mod metrics;
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub(crate) use backoff::full_jitter;
-pub(crate) use budget::BudgetConfig;
 pub(crate) use metrics::{AttemptKind, AttemptResult, RetryMetrics};
 
+pub(crate) use crate::settings::{RetryConfig, RetryOn};
+
 use budget::RetryBudget;
-
-/// Which outcomes of an attempt may be retried (`retry.on`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct RetryOn {
-    /// Refused, reset, invalid HTTP, body too large or cut short.
-    pub transport: bool,
-    /// The dependency answered 5xx.
-    pub status_5xx: bool,
-    /// The attempt's own timeout passed (useful with `retry.per_try_timeout_ms`).
-    pub timeout: bool,
-}
-
-/// `[retry]`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct RetryConfig {
-    /// Attempts per request, the first included (1 = no retries).
-    pub max_attempts: u32,
-    pub budget: BudgetConfig,
-    pub backoff_base: Duration,
-    pub backoff_max: Duration,
-    pub on: RetryOn,
-    /// Each attempt's timeout; `None`: an attempt may use all the time the request has left.
-    pub per_try_timeout: Option<Duration>,
-    /// Send a second attempt when the first has not answered after this long; `None` = off.
-    pub hedge_after: Option<Duration>,
-}
 
 impl RetryConfig {
     /// Whether any attempt beyond the first can happen.

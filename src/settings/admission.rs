@@ -1,14 +1,86 @@
 //! `[admission]`: static ceilings or the adaptive limiter's bounds and fractions, and the
-//! backlog, turned into admission's [`AdmissionConfig`].
+//! backlog: [`AdmissionConfig`], handed whole to admission (`crate::admission`, which holds its
+//! behaviour).
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::rules::{check, count, in_range, one_of, ConfigError};
-use crate::admission::{
-    AdmissionConfig, AdmissionMode, BacklogConfig, Fractions, GradientConfig, Limits,
-};
+use crate::admission::{Fractions, Limits};
+
+/// How admission decides (`[admission]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct AdmissionConfig {
+    pub mode: AdmissionMode,
+    pub backlog: BacklogConfig,
+}
+
+impl AdmissionConfig {
+    /// The in-flight ceiling this replica allows itself: the fixed one, or the adaptive limit's
+    /// bound (a live limit below it is set by the dependency's latency, not by this replica).
+    pub(crate) fn own_capacity(&self) -> u32 {
+        match self.mode {
+            AdmissionMode::Static(limits) => limits.high,
+            AdmissionMode::Adaptive { limiter, .. } => limiter.max_limit,
+        }
+    }
+}
+
+/// Where the ceilings come from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum AdmissionMode {
+    /// Fixed ceilings per class.
+    Static(Limits),
+    /// A gradient limiter sets the live limit; the lower classes get their fractions of it.
+    Adaptive {
+        limiter: GradientConfig,
+        fractions: Fractions,
+    },
+}
+
+/// The gradient limiter's parameters (`admission.min_limit`, `max_limit`; the rest are its tuned
+/// constants, see `crate::admission`'s adaptive limit).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct GradientConfig {
+    pub min_limit: u32,
+    pub max_limit: u32,
+    /// Shortest sampling window; the limit changes at most once per window.
+    pub interval: Duration,
+    /// Fewest samples a window needs (a window is extended until it has them).
+    pub min_samples: usize,
+    /// Latency accepted above the baseline before the limit shrinks, as a share of it.
+    pub buffer: f64,
+    /// Calls added to the limit at every update (room to find capacity that comes back).
+    pub headroom: f64,
+    /// How often the baseline is measured again.
+    pub probe_interval: Duration,
+    /// Calls at `min_limit` whose median is the baseline.
+    pub probe_samples: usize,
+}
+
+impl GradientConfig {
+    /// The defaults for everything but the bounds.
+    pub(crate) fn new(min_limit: u32, max_limit: u32) -> Self {
+        Self {
+            min_limit,
+            max_limit,
+            interval: Duration::from_millis(50),
+            min_samples: 10,
+            buffer: 0.1,
+            headroom: 1.0,
+            probe_interval: Duration::from_secs(30),
+            probe_samples: 25,
+        }
+    }
+}
+
+/// The optional backlog: how many may wait (0 = none), and for how long at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BacklogConfig {
+    pub size: usize,
+    pub timeout: Duration,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

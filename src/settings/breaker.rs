@@ -1,12 +1,46 @@
-//! `[breaker]`: the trip rule (`mode`) with its parameters, the open pause and the probes,
-//! turned into the breaker's [`BreakerConfig`].
+//! `[breaker]`: the trip rule (`mode`) with its parameters, the open pause and the probes:
+//! [`BreakerConfig`], handed whole to the breaker (`crate::breaker`, which holds its behaviour).
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::rules::{in_range, one_of, positive_share, ConfigError};
-use crate::breaker::{BreakerConfig, RateWindow, TripRule};
+
+/// `[breaker]`, as the breaker's state machine runs by it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerConfig {
+    /// What opens the breaker while Closed.
+    pub trip: TripRule,
+    /// How long Open lasts before the first probe may go through.
+    pub open_for: Duration,
+    /// Probe calls let through at once in HalfOpen; that many successes close the breaker.
+    pub half_open_probes: u32,
+}
+
+/// What opens a Closed breaker, with its parameters (`breaker.mode`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TripRule {
+    /// `threshold` consecutive failures.
+    Consecutive { threshold: u32 },
+    /// A failure or slow-call rate over a sliding window of calls.
+    FailureRate(RateWindow),
+}
+
+/// The failure-rate policy's parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateWindow {
+    /// Calls the window holds (the last `size` verdicts).
+    pub size: u32,
+    /// Below this many calls in the window, rates are not judged.
+    pub minimum_calls: u32,
+    /// Failure share (0-1] at or above which the breaker opens.
+    pub failure_rate_threshold: f64,
+    /// A call at least this long is slow; zero turns the slow-call rule off.
+    pub slow_call: Duration,
+    /// Slow share (0-1] at or above which the breaker opens.
+    pub slow_call_rate_threshold: f64,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,6 +1,8 @@
 //! Typed configuration. Sources are layered (see [`loader`]); each section's raw form is turned
 //! into the domain type it configures, with its rules beside it, so a value that is here is valid
-//! and a mode is an enum. Any mistake is one [`ConfigError`] line, and the binary exits 2.
+//! and a mode is an enum. Any mistake is one [`ConfigError`] line, and the binary exits 2. The
+//! typed sections are declared here, in their section's file, and handed whole to the components
+//! (which keep their behaviour): a new key touches one Rust file besides the code that reads it.
 //!
 //! - [`loader`]: the layered sources and the check for unknown variables.
 //! - [`rules`]: [`ConfigError`] and the range, probability and choice rules.
@@ -22,15 +24,16 @@ use serde::Deserialize;
 
 pub use rules::ConfigError;
 
+pub(crate) use admission::{AdmissionConfig, AdmissionMode, GradientConfig};
 pub(crate) use api::ApiSettings;
+pub use breaker::{BreakerConfig, RateWindow, TripRule};
+pub(crate) use retry::{BudgetConfig, RetryConfig, RetryOn};
 pub(crate) use server::ServerSettings;
 pub(crate) use shutdown::ShutdownSettings;
 pub(crate) use timeouts::Timeouts;
 pub(crate) use upstream::UpstreamSettings;
+pub use upstream::{Faults, SimulatorConfig};
 
-use crate::admission::AdmissionConfig;
-use crate::breaker::BreakerConfig;
-use crate::retry::RetryConfig;
 use crate::wire::OverridePolicy;
 
 /// What one process serves.

@@ -1,12 +1,49 @@
-//! `[retry]`: retries with a budget, backoff and hedging, turned into the [`RetryConfig`] the api
-//! uses. Off by default (`max_attempts = 1`, `hedge_after_ms = 0`).
+//! `[retry]`: retries with a budget, backoff and hedging: [`RetryConfig`], handed whole to the api's
+//! retries (`crate::retry`, which holds its behaviour). Off by default (`max_attempts = 1`,
+//! `hedge_after_ms = 0`).
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::rules::{check, in_range, ConfigError};
-use crate::retry::{BudgetConfig, RetryConfig, RetryOn};
+
+/// Which outcomes of an attempt may be retried (`retry.on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct RetryOn {
+    /// Refused, reset, invalid HTTP, body too large or cut short.
+    pub transport: bool,
+    /// The dependency answered 5xx.
+    pub status_5xx: bool,
+    /// The attempt's own timeout passed (useful with `retry.per_try_timeout_ms`).
+    pub timeout: bool,
+}
+
+/// `[retry]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct RetryConfig {
+    /// Attempts per request, the first included (1 = no retries).
+    pub max_attempts: u32,
+    pub budget: BudgetConfig,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub on: RetryOn,
+    /// Each attempt's timeout; `None`: an attempt may use all the time the request has left.
+    pub per_try_timeout: Option<Duration>,
+    /// Send a second attempt when the first has not answered after this long; `None` = off.
+    pub hedge_after: Option<Duration>,
+}
+
+/// The budget's parameters (`retry.budget_ratio`, `min_per_second`, `budget_ttl_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct BudgetConfig {
+    /// Retries allowed per request, e.g. 0.2: one retry for every five requests.
+    pub ratio: f64,
+    /// Retries allowed per second whatever the traffic.
+    pub min_per_second: u32,
+    /// How long a deposit or a withdrawal counts.
+    pub ttl: Duration,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

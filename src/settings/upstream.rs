@@ -1,5 +1,6 @@
 //! `[upstream]`: the simulated dependency's listener, workers, defaults, fault modes and
-//! capacity, turned into its [`SimulatorConfig`].
+//! capacity; [`SimulatorConfig`] is handed whole to the simulator (`crate::upstream`, which holds
+//! its behaviour).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,7 +9,37 @@ use actix_web::http::StatusCode;
 use serde::Deserialize;
 
 use super::rules::{check, count, in_range, listen_addr, probability, ConfigError};
-use crate::upstream::{Degrade, Faults, SimulatorConfig};
+use crate::upstream::Degrade;
+
+/// The simulator's configuration (`[upstream]` but its listener and workers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimulatorConfig {
+    /// Latency when the caller names none (ms).
+    pub latency_ms: u64,
+    /// Failure probability when the caller names none.
+    pub fail_rate: f64,
+    pub faults: Faults,
+    /// Requests served at once (0 = unlimited).
+    pub concurrency: usize,
+    pub degrade: Option<Degrade>,
+}
+
+/// The fault modes (`upstream.jitter_ms`, `tail_rate`, `tail_ms`, `fail_status`, `hang_rate`,
+/// `reset_rate`); all zero means a well-behaved dependency.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Faults {
+    /// Latency varies uniformly by up to this many ms either way.
+    pub jitter_ms: u64,
+    /// Probability that a request takes `tail_ms` longer.
+    pub tail_rate: f64,
+    pub tail_ms: u64,
+    /// Status of injected failures.
+    pub fail_status: StatusCode,
+    /// Probability that a request is accepted and never answered.
+    pub hang_rate: f64,
+    /// Probability that the connection is closed mid-response.
+    pub reset_rate: f64,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -8,25 +8,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_web::body::{BodySize, MessageBody};
-use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 
-/// The fault modes (`upstream.jitter_ms`, `tail_rate`, `tail_ms`, `fail_status`, `hang_rate`,
-/// `reset_rate`); all zero means a well-behaved dependency.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Faults {
-    /// Latency varies uniformly by up to this many ms either way.
-    pub jitter_ms: u64,
-    /// Probability that a request takes `tail_ms` longer.
-    pub tail_rate: f64,
-    pub tail_ms: u64,
-    /// Status of injected failures.
-    pub fail_status: StatusCode,
-    /// Probability that a request is accepted and never answered.
-    pub hang_rate: f64,
-    /// Probability that the connection is closed mid-response.
-    pub reset_rate: f64,
-}
+use crate::settings::Faults;
 
 impl Faults {
     /// The latency of one request asked to take `ms`: ± jitter, plus the tail now and then.

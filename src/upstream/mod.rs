@@ -19,24 +19,11 @@ mod route;
 use actix_web::web;
 
 pub use capacity::Degrade;
-pub use faults::Faults;
 
 use crate::routes;
+use crate::settings::SimulatorConfig;
 use crate::wire::OverridePolicy;
 use capacity::Capacity;
-
-/// The simulator's configuration (`[upstream]` but its listener and workers).
-#[derive(Debug, Clone, PartialEq)]
-pub struct SimulatorConfig {
-    /// Latency when the caller names none (ms).
-    pub latency_ms: u64,
-    /// Failure probability when the caller names none.
-    pub fail_rate: f64,
-    pub faults: Faults,
-    /// Requests served at once (0 = unlimited).
-    pub concurrency: usize,
-    pub degrade: Option<Degrade>,
-}
 
 /// What the simulator's workers share.
 #[derive(Debug, Clone)]
