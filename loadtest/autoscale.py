@@ -20,8 +20,9 @@
 
 Scenarios (each `load` beside a comparison):
   step    demand 0.5 x -> 3 x -> 0.5 x one replica's capacity; `load` and `cpu`.
-  sick    demand 1.5 x, then the dependency 5 x slower; `load` and a naive in-flight signal.
-  outage  demand 2 x, Prometheus stopped for 60 s; `load` only: the fallback holds the replicas.
+  sick    demand 1.5 x, then the dependency 5 x slower; `load`, `cpu` and a naive in-flight signal.
+  outage  demand 2 x, Prometheus stopped for 60 s; `load` only: the fallback holds the replicas (the
+          CPU HPA reads metrics-server, not Prometheus, so an outage of Prometheus does not touch it).
 Each draws offered, served, shed, replicas and the signal over time into one picture
 (loadtest/out/autoscale-<scenario>.png) and checks its targets. `--short` runs the step up only
 (about 2 minutes; part of .ci/run) and fails when its target is missed.
@@ -40,6 +41,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -570,7 +572,7 @@ def scenario_step(bench, so, hpa, cores, checks, short, workdir):
 def scenario_sick(bench, so, hpa, cores, checks, workdir):
     demand = CAPACITY * 3 // 2
     steps = [(40, demand, LATENCY_MS), (60, demand, LATENCY_MS * 5)]
-    records = [run(bench, so, hpa, cores, f"sick-{k}", k, steps) for k in ("load", "naive")]
+    records = [run(bench, so, hpa, cores, f"sick-{k}", k, steps) for k in ("load", "cpu", "naive")]
     summary = {}
     for rec in records:
         before = replicas_at(rec, steps[0][0])
@@ -584,9 +586,10 @@ def scenario_sick(bench, so, hpa, cores, checks, workdir):
     checks.check(load["max_inflight"] <= load["before"] * SLOTS,
                  f"sick load: at most {load['max_inflight']:.0f} calls in flight to the dependency during the slowdown "
                  f"(want <= {load['before']} replicas x {SLOTS} slots)")
-    naive = summary["naive"]
-    log(f"sick naive: replicas {naive['before']} -> {naive['max_during']} "
-        f"(max {so['spec']['maxReplicaCount']}), {naive['max_inflight']:.0f} calls in flight at most")
+    for kind in ("cpu", "naive"):
+        other = summary[kind]
+        log(f"sick {kind}: replicas {other['before']} -> {other['max_during']} "
+            f"(max {so['spec']['maxReplicaCount']}), {other['max_inflight']:.0f} calls in flight at most")
     picture = ROOT / "loadtest/out/autoscale-sick.png"
     draw(records, picture, "Sick dependency: demand 1.5 x, then the dependency 5 x slower", workdir)
     return summary, picture
@@ -657,7 +660,8 @@ def main():
 def record(args, results):
     date = datetime.date.today().isoformat()
     build = Path(args.binary).parent.name
-    command = (f"`python3 loadtest/autoscale.py --record` ({build} build, {os.cpu_count()} cores, controller period "
+    argv = " ".join(sys.argv[1:])
+    command = (f"`python3 loadtest/autoscale.py {argv}` ({build} build, {os.cpu_count()} cores, controller period "
                f"{PERIOD:g} s, {SLOTS} slots x {LATENCY_MS} ms = {CAPACITY}/s per replica)\n")
     lines = [f"\n## Autoscaling rehearsal, {date} (commit {git_commit()})\n", command]
     for name, (summary, picture) in results.items():
