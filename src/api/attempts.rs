@@ -96,16 +96,19 @@ pub(super) async fn call(state: &ApiState, http: &awc::Client, params: &ClientPa
         {
             break;
         }
-        let backoff = full_jitter(
+        // Never sooner than the dependency asked (`Retry-After` on a 429 or 503); if the deadline
+        // does not reach that far, the retry is not sent at all.
+        let wait = full_jitter(
             made - 1,
             config.backoff_base,
             config.backoff_max,
             rand::random(),
-        );
-        if !worth_another(state, &timing, backoff) || !retries.withdraw() {
+        )
+        .max(call.retry_after().unwrap_or_default());
+        if !worth_another(state, &timing, wait) || !retries.withdraw() {
             break;
         }
-        actix_web::rt::time::sleep(backoff).await;
+        actix_web::rt::time::sleep(wait).await;
         made += 1;
         match attempt(state, http, params, AttemptKind::Retry, &timing).await {
             Attempted::Called(next) => call = next,
@@ -185,7 +188,7 @@ async fn attempt(
     .await;
     let elapsed = started.elapsed();
     let call = CallResult::read(result, full);
-    pass.finish(call.verdict(), elapsed);
+    pass.finish(call.verdict(), elapsed, call.retry_after());
     if let Some(timed_out) = call.latency_sample() {
         state.admission.sample(started, elapsed, timed_out);
     }

@@ -2,6 +2,8 @@
 //! interprets an [`UpstreamError`]. The breaker's verdict, the adaptive limiter's sample, the
 //! metric labels, whether `retry.on` retries it, and the caller's answer are all derived from it.
 
+use std::time::Duration;
+
 use super::metrics::UpstreamResult;
 use super::outcome::Outcome;
 use super::upstream_call::UpstreamError;
@@ -13,8 +15,11 @@ use crate::retry::{AttemptResult, RetryOn};
 pub(crate) enum CallResult {
     /// 2xx and the whole body in time, with the latency the dependency reports, if it does.
     Ok { reported_ms: Option<u64> },
-    /// The dependency answered this non-2xx status.
-    Status(u16),
+    /// The dependency answered this non-2xx status; on a 429 or 503, with its `Retry-After`.
+    Status {
+        code: u16,
+        retry_after: Option<Duration>,
+    },
     /// Refused, reset, invalid HTTP, body too large or cut short.
     Transport,
     /// The deadline passed (connecting included). `full`: the timeout in force was the full one,
@@ -27,7 +32,9 @@ impl CallResult {
     pub(crate) fn read(result: Result<Option<u64>, UpstreamError>, full_timeout: bool) -> Self {
         match result {
             Ok(reported_ms) => CallResult::Ok { reported_ms },
-            Err(UpstreamError::Status(code)) => CallResult::Status(code),
+            Err(UpstreamError::Status { code, retry_after }) => {
+                CallResult::Status { code, retry_after }
+            }
             Err(UpstreamError::Transport(why)) => {
                 log::debug!("upstream transport failure: {why}");
                 CallResult::Transport
@@ -45,9 +52,9 @@ impl CallResult {
     pub(crate) fn verdict(self) -> Verdict {
         match self {
             CallResult::Ok { .. } => Verdict::Success,
-            CallResult::Status(_) | CallResult::Transport | CallResult::Timeout { full: true } => {
-                Verdict::Failure
-            }
+            CallResult::Status { .. }
+            | CallResult::Transport
+            | CallResult::Timeout { full: true } => Verdict::Failure,
             CallResult::Timeout { full: false } => Verdict::Neutral,
         }
     }
@@ -57,7 +64,7 @@ impl CallResult {
     /// nor does a caller's own short deadline.
     pub(crate) fn latency_sample(self) -> Option<bool> {
         match self {
-            CallResult::Ok { .. } | CallResult::Status(_) => Some(false),
+            CallResult::Ok { .. } | CallResult::Status { .. } => Some(false),
             CallResult::Timeout { full: true } => Some(true),
             CallResult::Timeout { full: false } | CallResult::Transport => None,
         }
@@ -67,7 +74,7 @@ impl CallResult {
     pub(crate) fn label(self) -> UpstreamResult {
         match self {
             CallResult::Ok { .. } => UpstreamResult::Ok,
-            CallResult::Status(_) => UpstreamResult::Error,
+            CallResult::Status { .. } => UpstreamResult::Error,
             CallResult::Transport => UpstreamResult::Transport,
             CallResult::Timeout { .. } => UpstreamResult::Timeout,
         }
@@ -77,7 +84,7 @@ impl CallResult {
     pub(crate) fn attempt_result(self) -> AttemptResult {
         match self {
             CallResult::Ok { .. } => AttemptResult::Ok,
-            CallResult::Status(_) => AttemptResult::Error,
+            CallResult::Status { .. } => AttemptResult::Error,
             CallResult::Transport => AttemptResult::Transport,
             CallResult::Timeout { .. } => AttemptResult::Timeout,
         }
@@ -87,9 +94,17 @@ impl CallResult {
     pub(crate) fn retryable(self, on: RetryOn) -> bool {
         match self {
             CallResult::Ok { .. } => false,
-            CallResult::Status(code) => on.status_5xx && (500..600).contains(&code),
+            CallResult::Status { code, .. } => on.status_5xx && (500..600).contains(&code),
             CallResult::Transport => on.transport,
             CallResult::Timeout { .. } => on.timeout,
+        }
+    }
+
+    /// How long the dependency asked to be left alone (`Retry-After` on a 429 or 503).
+    pub(crate) fn retry_after(self) -> Option<Duration> {
+        match self {
+            CallResult::Status { retry_after, .. } => retry_after,
+            _ => None,
         }
     }
 
@@ -101,7 +116,7 @@ impl CallResult {
                 ms: reported_ms.or(asked_ms),
                 priority,
             },
-            CallResult::Status(code) => Outcome::UpstreamStatus(code),
+            CallResult::Status { code, .. } => Outcome::UpstreamStatus(code),
             CallResult::Transport => Outcome::UpstreamTransport,
             CallResult::Timeout { .. } => Outcome::UpstreamTimeout,
         }
@@ -119,7 +134,10 @@ mod tests {
         let cases = [
             (Ok(Some(7)), true, Verdict::Success, Some(false), "ok", 200),
             (
-                Err(UpstreamError::Status(503)),
+                Err(UpstreamError::Status {
+                    code: 503,
+                    retry_after: None,
+                }),
                 true,
                 Verdict::Failure,
                 Some(false),
@@ -184,17 +202,37 @@ mod tests {
             timeout: true,
         };
         assert!(!CallResult::Ok { reported_ms: None }.retryable(all));
-        assert!(CallResult::Status(503).retryable(all));
-        assert!(!CallResult::Status(429).retryable(all), "only 5xx");
+        let status = |code| CallResult::Status {
+            code,
+            retry_after: None,
+        };
+        assert!(status(503).retryable(all));
+        assert!(!status(429).retryable(all), "only 5xx");
         assert!(CallResult::Transport.retryable(all));
         assert!(CallResult::Timeout { full: false }.retryable(all));
         let none = RetryOn::default();
         for call in [
-            CallResult::Status(500),
+            status(500),
             CallResult::Transport,
             CallResult::Timeout { full: true },
         ] {
             assert!(!call.retryable(none), "{call:?}");
         }
+    }
+
+    #[test]
+    fn retry_after_comes_only_from_a_status_answer() {
+        let wait = Some(Duration::from_secs(2));
+        let answered = CallResult::read(
+            Err(UpstreamError::Status {
+                code: 503,
+                retry_after: wait,
+            }),
+            true,
+        );
+        assert_eq!(answered.retry_after(), wait);
+        assert_eq!(answered.verdict(), Verdict::Failure);
+        assert_eq!(CallResult::Transport.retry_after(), None);
+        assert_eq!(CallResult::Ok { reported_ms: None }.retry_after(), None);
     }
 }

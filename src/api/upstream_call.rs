@@ -11,8 +11,12 @@ use crate::wire::{Overrides, BUDGET_HEADER};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum UpstreamError {
-    #[error("upstream answered {0}")]
-    Status(u16),
+    /// A non-2xx answer; `retry_after` is its `Retry-After` (whole seconds) on a 429 or 503.
+    #[error("upstream answered {code}")]
+    Status {
+        code: u16,
+        retry_after: Option<Duration>,
+    },
     /// Refused, reset, invalid HTTP, body too large or cut short. The text is for logs only.
     #[error("upstream transport failure: {0}")]
     Transport(String),
@@ -74,7 +78,13 @@ pub(crate) async fn call(
         if !status.is_success() {
             // The verdict is known from the head; a stalled error body must not turn it into a
             // timeout. (awc closes a connection whose body was not read.)
-            return Err(UpstreamError::Status(status.as_u16()));
+            let retry_after = matches!(status.as_u16(), 429 | 503)
+                .then(|| retry_after(res.headers().get(awc::http::header::RETRY_AFTER)))
+                .flatten();
+            return Err(UpstreamError::Status {
+                code: status.as_u16(),
+                retry_after,
+            });
         }
         let announced = res
             .headers()
@@ -104,6 +114,16 @@ pub(crate) async fn call(
     }
 }
 
+/// Longest `Retry-After` taken from the dependency: longer is read as this (a day).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+/// A `Retry-After` of whole seconds (RFC 9110's delay-seconds); an HTTP date, or anything else,
+/// is ignored.
+fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
+    let seconds: u64 = value?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+}
+
 fn from_send_error(e: SendRequestError) -> UpstreamError {
     match e {
         SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => {
@@ -123,6 +143,18 @@ fn from_payload_error(e: PayloadError) -> UpstreamError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_whole_seconds_and_anything_else_is_ignored() {
+        let parse = |v: &'static str| retry_after(Some(&HeaderValue::from_static(v)));
+        assert_eq!(parse("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse(" 0 "), Some(Duration::ZERO));
+        assert_eq!(parse("99999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse("-1"), None);
+        assert_eq!(parse("1.5"), None);
+        assert_eq!(retry_after(None), None);
+    }
 
     #[test]
     fn the_url_carries_only_the_overrides_the_caller_gave() {

@@ -33,6 +33,8 @@ pub(crate) struct Record {
     pub verdict: Verdict,
     /// How long the call took (the failure-rate rule judges slow calls).
     pub elapsed: Duration,
+    /// The wait the dependency asked for (`Retry-After` on a 429 or 503), if it did.
+    pub asked_wait: Option<Duration>,
 }
 
 /// A call that ended without a verdict (its client went away): frees a probe slot.
@@ -122,6 +124,9 @@ impl Handler<Record> for BreakerActor {
     type Result = ();
 
     fn handle(&mut self, msg: Record, ctx: &mut Self::Context) {
+        if let Some(wait) = msg.asked_wait {
+            self.machine.ask_open_for(wait);
+        }
         let changed = self
             .machine
             .record(msg.ticket, msg.verdict, msg.elapsed, Instant::now());
@@ -160,13 +165,20 @@ impl<'h> Pass<'h> {
         }
     }
 
-    pub(crate) fn finish(mut self, verdict: Verdict, elapsed: Duration) {
+    /// Reports the call's verdict, how long it took and the dependency's `Retry-After`, if any.
+    pub(crate) fn finish(
+        mut self,
+        verdict: Verdict,
+        elapsed: Duration,
+        asked_wait: Option<Duration>,
+    ) {
         if let Some(ticket) = self.ticket.take() {
             if self.handle.gate.must_send(verdict, ticket.is_probe()) {
                 self.handle.addr.do_send(Record {
                     ticket,
                     verdict,
                     elapsed,
+                    asked_wait,
                 });
             }
         }

@@ -289,6 +289,7 @@ mod verdicts_left_out {
     fn world(trip: TripRule) -> World {
         let world = World {
             machine: CircuitBreaker::new(BreakerConfig {
+                max_open: Duration::ZERO,
                 trip,
                 open_for: OPEN_FOR,
                 half_open_probes: 2,

@@ -91,6 +91,8 @@ pub struct CircuitBreaker {
     probes_out: u32,
     /// Probes that succeeded in this HalfOpen period.
     probe_successes: u32,
+    /// The longest `Retry-After` the dependency answered since the last transition.
+    asked_open: Duration,
 }
 
 /// How long a caller refused in HalfOpen (all probe slots taken) should wait: the probes' verdict is
@@ -106,6 +108,7 @@ impl CircuitBreaker {
             policy: config.trip.policy(),
             probes_out: 0,
             probe_successes: 0,
+            asked_open: Duration::ZERO,
         }
     }
 
@@ -203,6 +206,12 @@ impl CircuitBreaker {
         }
     }
 
+    /// The dependency asked not to be called for `wait` (a `Retry-After` on a failed call): if the
+    /// breaker opens before its next transition, it stays open that long, up to `max_open`.
+    pub fn ask_open_for(&mut self, wait: Duration) {
+        self.asked_open = self.asked_open.max(wait.min(self.config.max_open));
+    }
+
     /// Takes a ticket back without a verdict (the caller went away): a probe slot is freed.
     pub fn abandon(&mut self, ticket: Ticket) {
         if ticket.generation == self.generation && ticket.probe && self.state == State::HalfOpen {
@@ -212,7 +221,7 @@ impl CircuitBreaker {
 
     fn open(&mut self, now: Instant) {
         self.enter(State::Open {
-            probe_at: now + self.config.open_for,
+            probe_at: now + self.config.open_for.max(self.asked_open),
         });
     }
 
@@ -222,6 +231,7 @@ impl CircuitBreaker {
         self.policy.reset();
         self.probes_out = 0;
         self.probe_successes = 0;
+        self.asked_open = Duration::ZERO;
     }
 }
 
@@ -240,6 +250,7 @@ mod tests {
                 threshold: THRESHOLD,
             },
             open_for: OPEN_FOR,
+            max_open: Duration::ZERO,
             half_open_probes: probes,
         })
     }
@@ -372,6 +383,50 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_after_longer_than_the_pause_stretches_it_up_to_max_open() {
+        let config = |max_open| BreakerConfig {
+            trip: TripRule::Consecutive {
+                threshold: THRESHOLD,
+            },
+            open_for: OPEN_FOR,
+            half_open_probes: 1,
+            max_open,
+        };
+        let t0 = Instant::now();
+        for (asked, max_open, open) in [
+            (30, 60, 30), // longer than the pause: followed
+            (90, 60, 60), // longer than the cap: capped
+            (5, 60, 10),  // shorter than the pause: the pause
+            (30, 0, 10),  // a cap of zero: Retry-After is ignored
+        ] {
+            let mut b = CircuitBreaker::new(config(Duration::from_secs(max_open)));
+            b.ask_open_for(Duration::from_secs(asked));
+            trip(&mut b, t0);
+            assert_eq!(
+                b.state(),
+                State::Open {
+                    probe_at: t0 + Duration::from_secs(open)
+                },
+                "Retry-After {asked} s, max_open {max_open} s"
+            );
+        }
+        // Asked once, then a transition: the next opening has the plain pause again.
+        let mut b = CircuitBreaker::new(config(Duration::from_secs(60)));
+        b.ask_open_for(Duration::from_secs(30));
+        trip(&mut b, t0);
+        let later = t0 + Duration::from_secs(31);
+        assert!(b.tick(later));
+        let probe = b.allow(later).unwrap();
+        b.record(probe, Verdict::Failure, Duration::ZERO, later);
+        assert_eq!(
+            b.state(),
+            State::Open {
+                probe_at: later + OPEN_FOR
+            }
+        );
+    }
+
+    #[test]
     fn tick_moves_open_to_half_open_only_when_due() {
         let t0 = Instant::now();
         let mut b = breaker(1);
@@ -456,6 +511,7 @@ mod tests {
                 slow_call_rate_threshold: 0.6,
             }),
             open_for: OPEN_FOR,
+            max_open: Duration::ZERO,
             half_open_probes: 1,
         })
     }
@@ -642,6 +698,7 @@ mod tests {
             let mut b = CircuitBreaker::new(BreakerConfig {
                 trip,
                 open_for: OPEN_FOR,
+                max_open: Duration::ZERO,
                 half_open_probes: 2,
             });
             let mut now = Instant::now();
@@ -671,6 +728,7 @@ mod tests {
             let mut b = CircuitBreaker::new(BreakerConfig {
                 trip,
                 open_for: OPEN_FOR,
+                max_open: Duration::ZERO,
                 half_open_probes: probes,
             });
             let mut now = Instant::now();

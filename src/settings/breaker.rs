@@ -16,6 +16,8 @@ pub struct BreakerConfig {
     pub open_for: Duration,
     /// Probe calls let through at once in HalfOpen; that many successes close the breaker.
     pub half_open_probes: u32,
+    /// The longest a dependency's `Retry-After` may stretch `open_for` (zero: never).
+    pub max_open: Duration,
 }
 
 /// What opens a Closed breaker, with its parameters (`breaker.mode`).
@@ -48,6 +50,7 @@ pub(super) struct RawBreaker {
     failure_threshold: u32,
     open_seconds: u64,
     half_open_probes: u32,
+    max_open_seconds: u64,
     mode: String,
     window_size: u32,
     minimum_calls: u32,
@@ -80,6 +83,7 @@ impl TryFrom<RawBreaker> for BreakerConfig {
             1,
             1000,
         )?;
+        in_range("breaker.max_open_seconds", b.max_open_seconds, 0, 86_400)?;
         let mode = one_of(
             "breaker.mode",
             &b.mode,
@@ -118,6 +122,7 @@ impl TryFrom<RawBreaker> for BreakerConfig {
             },
             open_for: Duration::from_secs(b.open_seconds),
             half_open_probes: b.half_open_probes,
+            max_open: Duration::from_secs(b.max_open_seconds),
         })
     }
 }

@@ -35,6 +35,8 @@ pub struct Faults {
     pub tail_ms: u64,
     /// Status of injected failures.
     pub fail_status: StatusCode,
+    /// `Retry-After` sent with injected failures; `None` = none.
+    pub retry_after: Option<Duration>,
     /// Probability that a request is accepted and never answered.
     pub hang_rate: f64,
     /// Probability that the connection is closed mid-response.
@@ -55,6 +57,7 @@ pub(super) struct RawUpstream {
     tail_rate: f64,
     tail_ms: u64,
     fail_status: u16,
+    retry_after_seconds: u64,
     hang_rate: f64,
     reset_rate: f64,
     /// Read by both roles; [`super::Settings`] keeps it as an `OverridePolicy`.
@@ -112,11 +115,19 @@ impl TryFrom<RawUpstream> for UpstreamSettings {
         in_range("upstream.fail_status", up.fail_status.into(), 400, 599)?;
         let fail_status = StatusCode::from_u16(up.fail_status)
             .map_err(|e| ConfigError::at("upstream.fail_status", e.to_string()))?;
+        in_range(
+            "upstream.retry_after_seconds",
+            up.retry_after_seconds,
+            0,
+            3600,
+        )?;
         let faults = Faults {
             jitter_ms: up.jitter_ms,
             tail_rate: probability("upstream.tail_rate", up.tail_rate)?,
             tail_ms: up.tail_ms,
             fail_status,
+            retry_after: (up.retry_after_seconds > 0)
+                .then(|| Duration::from_secs(up.retry_after_seconds)),
             hang_rate: probability("upstream.hang_rate", up.hang_rate)?,
             reset_rate: probability("upstream.reset_rate", up.reset_rate)?,
         };

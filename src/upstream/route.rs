@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
@@ -67,8 +68,11 @@ pub(crate) async fn upstream(req: HttpRequest, sim: web::Data<Simulator>) -> Htt
         actix_web::rt::time::sleep(work).await;
     }
     if chance(params.fail_rate) {
-        HttpResponse::build(sim.config.faults.fail_status)
-            .json(json!({"error": "injected failure"}))
+        let mut failure = HttpResponse::build(sim.config.faults.fail_status);
+        if let Some(after) = sim.config.faults.retry_after {
+            failure.insert_header((header::RETRY_AFTER, after.as_secs()));
+        }
+        failure.json(json!({"error": "injected failure"}))
     } else {
         // Serialized straight from a struct: `{"ms":…,"ok":true}`, as `json!` gave it.
         HttpResponse::Ok().json(Answer {

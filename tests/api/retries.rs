@@ -19,6 +19,8 @@ enum Step {
     Ok(u64),
     /// 503 after this many ms.
     Fail(u64),
+    /// 503 at once, with `Retry-After` of this many seconds.
+    FailRetryAfter(u64),
     /// Reads the request and never answers; the connection's closing is recorded.
     Hang,
 }
@@ -55,9 +57,14 @@ fn serve(
     let mut buf = [0u8; 64];
     let n = count.fetch_add(1, Ordering::SeqCst);
     let step = script[n.min(script.len() - 1)];
+    let mut extra = String::new();
     let (status, wait) = match step {
         Step::Ok(ms) => ("200 OK", ms),
         Step::Fail(ms) => ("503 Service Unavailable", ms),
+        Step::FailRetryAfter(seconds) => {
+            extra = format!("retry-after: {seconds}\r\n");
+            ("503 Service Unavailable", 0)
+        }
         Step::Hang => {
             // Blocks until the caller closes the connection (read returns 0) or 5 s pass.
             if let Ok(0) = stream.read(&mut buf) {
@@ -70,7 +77,7 @@ fn serve(
     let body = r#"{"ok":true,"ms":1}"#;
     let _ = write!(
         stream,
-        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
 }
@@ -264,4 +271,65 @@ async fn a_hedge_answers_for_a_slow_first_attempt_whose_connection_is_then_close
     let closed = up.hung_closed.lock().unwrap().first().copied();
     let closed = closed.expect("the first attempt's connection was closed");
     assert!(closed.duration_since(answered) < Duration::from_millis(500));
+}
+
+#[actix_web::test]
+async fn a_retry_is_not_sent_before_the_dependencys_retry_after() {
+    let up = scripted(&[Step::FailRetryAfter(1), Step::Ok(0)]);
+    let app = api(up.addr, &[("LOAD_SHED__RETRY__MAX_ATTEMPTS", "3")]).await;
+    let started = Instant::now();
+    let r = app.get("/client?timeout_ms=3000").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(up.requests.load(Ordering::SeqCst), 2);
+    // The backoff alone is at most 5 ms here: the second second is the dependency's.
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(attempts(&app, "retry", "ok").await, 1.0);
+}
+
+#[actix_web::test]
+async fn a_retry_the_deadline_cannot_wait_for_is_not_sent_at_all() {
+    let up = scripted(&[Step::FailRetryAfter(2), Step::Ok(0)]);
+    let app = api(up.addr, &[("LOAD_SHED__RETRY__MAX_ATTEMPTS", "3")]).await;
+    let started = Instant::now();
+    let r = app.get("/client?timeout_ms=1000").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json["upstream_status"], 503);
+    assert_eq!(up.requests.load(Ordering::SeqCst), 1);
+    // Answered at once, not after waiting for a retry it could not make.
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(attempts(&app, "retry", "ok").await, 0.0);
+    assert_eq!(attempts(&app, "retry", "error").await, 0.0);
+}
+
+#[actix_web::test]
+async fn a_retry_after_keeps_the_breaker_it_opens_open_that_long() {
+    let up = scripted(&[Step::FailRetryAfter(3)]);
+    let app = api(
+        up.addr,
+        &[
+            ("LOAD_SHED__BREAKER__FAILURE_THRESHOLD", "1"),
+            ("LOAD_SHED__BREAKER__OPEN_SECONDS", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(app.get("/client").await.status, 502);
+    let refused = app.get("/client").await;
+    assert_eq!(refused.status, 503);
+    let wait: u64 = refused.retry_after.expect("Retry-After").parse().unwrap();
+    assert!(
+        wait >= 2,
+        "the dependency asked for 3 s, open_seconds is 1: {wait}"
+    );
+    // Past open_seconds, still open: no probe reaches the dependency.
+    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(app.get("/client").await.status, 503);
+    assert_eq!(up.requests.load(Ordering::SeqCst), 1);
 }

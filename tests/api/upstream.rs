@@ -3,6 +3,29 @@
 use crate::helpers::{raw_request, spawn_app, spawn_upstream};
 
 #[actix_web::test]
+async fn injected_failures_carry_the_configured_retry_after() {
+    for (seconds, want) in [("0", None), ("7", Some("7"))] {
+        let addr = spawn_upstream(&[("LOAD_SHED__UPSTREAM__RETRY_AFTER_SECONDS", seconds)]).await;
+        let client = awc::Client::default();
+        let url = format!("http://{addr}/upstream?ms=0&fail_rate=1");
+        let res = client.get(url).send().await.expect("answer");
+        assert_eq!(res.status().as_u16(), 503);
+        let header = res
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap());
+        assert_eq!(header, want, "retry_after_seconds = {seconds}");
+        // Successes never carry it.
+        let ok = client
+            .get(format!("http://{addr}/upstream?ms=0"))
+            .send()
+            .await
+            .expect("answer");
+        assert!(ok.headers().get("retry-after").is_none());
+    }
+}
+
+#[actix_web::test]
 async fn the_upstream_waits_then_answers_or_fails_as_asked() {
     let addr = spawn_upstream(&[]).await;
     let get =
