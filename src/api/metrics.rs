@@ -2,10 +2,9 @@
 //! `upstream_request_duration_seconds{result}`, one sample per `/client` that reached the breaker.
 //! The counters are resolved once, at start-up, so counting needs no label lookup.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use prometheus::core::Collector;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 
 use crate::metrics::{Metrics, LATENCY_BUCKETS};
@@ -48,7 +47,8 @@ impl UpstreamResult {
 pub(crate) struct UpstreamMetrics {
     requests: [IntCounter; 5],
     duration: HistogramVec,
-    durations: [OnceLock<Histogram>; 5],
+    /// Shared with the autoscaling signal, which reads their counts and sums.
+    durations: Arc<[OnceLock<Histogram>; 5]>,
 }
 
 impl UpstreamMetrics {
@@ -77,25 +77,14 @@ impl UpstreamMetrics {
         })
     }
 
-    /// Reads, per result label, the calls finished so far and their total seconds (only results
-    /// that have had a call appear).
-    pub(crate) fn call_totals(&self) -> impl Fn() -> Vec<(String, u64, f64)> + Send + 'static {
-        let duration = self.duration.clone();
-        move || {
-            duration
-                .collect()
-                .iter()
-                .flat_map(|family| family.get_metric())
-                .map(|m| {
-                    let result = m
-                        .get_label()
-                        .iter()
-                        .find(|l| l.name() == "result")
-                        .map_or_else(String::new, |l| l.value().to_string());
-                    let h = m.get_histogram();
-                    (result, h.get_sample_count(), h.get_sample_sum())
-                })
-                .collect()
+    /// Reads the calls that ended with a result so far and their total seconds (zeros before
+    /// the first): the histogram's own count and sum, shared, not a copy.
+    pub(crate) fn durations(&self) -> impl Fn(UpstreamResult) -> (u64, f64) + Send + 'static {
+        let durations = self.durations.clone();
+        move |result| {
+            durations[result as usize]
+                .get()
+                .map_or((0, 0.0), |h| (h.get_sample_count(), h.get_sample_sum()))
         }
     }
 

@@ -67,22 +67,19 @@ impl ApiState {
         let upstream_metrics = UpstreamMetrics::register(metrics)?;
         let admission =
             AdmissionHandle::start(&settings.admission, metrics, &[CLIENT, WORK], home)?;
-        let (offered, calls) = (admission.clone(), upstream_metrics.call_totals());
+        let (offered, durations) = (admission.clone(), upstream_metrics.durations());
         LoadSignalActor::start(
             settings.admission.own_capacity(),
             Box::new(move || {
-                let mut totals = Totals {
+                let (ok_calls, ok_seconds) = durations(UpstreamResult::Ok);
+                let (timeouts, timeout_seconds) = durations(UpstreamResult::Timeout);
+                Totals {
                     arrivals: offered.offered(CLIENT),
-                    ..Totals::default()
-                };
-                for (result, n, seconds) in calls() {
-                    if result == UpstreamResult::Ok.label() {
-                        (totals.ok_calls, totals.ok_seconds) = (n, seconds);
-                    } else if result == UpstreamResult::Timeout.label() {
-                        (totals.timeouts, totals.timeout_seconds) = (n, seconds);
-                    }
+                    ok_calls,
+                    ok_seconds,
+                    timeouts,
+                    timeout_seconds,
                 }
-                totals
             }),
             metrics,
             home,

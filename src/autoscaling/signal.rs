@@ -116,11 +116,10 @@ impl LoadSignal {
         let calls = ok + totals.timeouts.saturating_sub(base.timeouts);
         let seconds = ok_seconds + (totals.timeout_seconds - base.timeout_seconds).max(0.0);
         let recent = (calls >= MIN_CALLS).then(|| seconds / calls as f64);
+        let healthy = self.healthy_latency();
         let rate = arrivals as f64 / span;
-        let ratio = self
-            .healthy_latency()
-            .map_or(0.0, |healthy| rate * healthy / self.capacity);
-        let slow = match (recent, self.healthy_latency()) {
+        let ratio = healthy.map_or(0.0, |healthy| rate * healthy / self.capacity);
+        let slow = match (recent, healthy) {
             (Some(mean), Some(healthy)) => mean > SLOW_FACTOR * healthy,
             // Offered, and too little came back to judge: a healthy dependency answers within the
             // window what it is sent, so this is a dependency that holds its calls (or refuses or
