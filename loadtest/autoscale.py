@@ -51,6 +51,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from harness import (
+    HAPROXY_LOG_FORMAT,
     ROOT,
     Checks,
     binary_arg,
@@ -58,6 +59,7 @@ from harness import (
     free_port,
     get,
     git_commit,
+    haproxy_log,
     require_tools,
     scaled_object,
     spawn,
@@ -227,7 +229,7 @@ class Bench:
         lines = [
             "global", "  log stdout format raw local0", "  maxconn 4096",
             f"  stats socket {self.workdir / 'haproxy.sock'} mode 600 level admin",
-            "defaults", "  mode http", "  log global", '  log-format "%Ts.%ms %s %ST"',
+            "defaults", "  mode http", "  log global", f'  log-format "{HAPROXY_LOG_FORMAT}"',
             "  timeout connect 1s", "  timeout client 30s", "  timeout server 30s", "  retries 0",
             "frontend fe", f"  bind 127.0.0.1:{self.lb_port}", "  default_backend api",
             "backend api", "  balance leastconn",
@@ -353,18 +355,13 @@ def offer(bench, steps, log_file):
     return thread
 
 
-def per_second(haproxy_log, since):
+def per_second(log, since):
     """{second: [offered, served (200), shed (429), other]} from HAProxy's log, after `since`."""
     out = {}
-    for line in Path(haproxy_log).read_text(errors="replace").splitlines():
-        parts = line.split()
-        if len(parts) != 3 or not parts[2].lstrip("-").isdigit():
-            continue
-        at = float(parts[0])
+    for at, _, status, _ in haproxy_log(log):
         if at < since:
             continue
         row = out.setdefault(int(at - since), [0, 0, 0, 0])
-        status = int(parts[2])
         row[0] += 1
         row[1 if status == 200 else 2 if status == 429 else 3] += 1
     return out

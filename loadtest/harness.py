@@ -1,7 +1,7 @@
 """What the load scripts and the checks in .ci/ share: free ports, HTTP GET, starting, waiting
 for and stopping a process, counting checks, the binary argument, the git commit, reading the
-Prometheus text format, percentiles, RSS, the chart's rendered ScaledObject. Standard library only,
-but for `scaled_object` (helm and PyYAML)."""
+Prometheus text format and HAProxy's request log, percentiles, RSS, the chart's rendered
+ScaledObject. Standard library only, but for `scaled_object` (helm and PyYAML)."""
 
 import argparse
 import shutil
@@ -143,6 +143,21 @@ def stop(proc, sig=signal.SIGTERM, timeout=10):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# HAProxy's per-request log line, as the scripts behind HAProxy configure it: epoch seconds.ms,
+# server, status, termination state.
+HAPROXY_LOG_FORMAT = "%Ts.%ms %s %ST %tsc"
+
+
+def haproxy_log(path):
+    """[(time accepted, server, status, termination state)] from a log in HAPROXY_LOG_FORMAT."""
+    rows = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[2].lstrip("-").isdigit():
+            rows.append((float(parts[0]), parts[1], int(parts[2]), parts[3]))
+    return rows
 
 
 def series(text, name, **labels):

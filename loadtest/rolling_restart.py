@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from harness import (
+    HAPROXY_LOG_FORMAT,
     ROOT,
     Checks,
     NotUp,
@@ -35,6 +36,7 @@ from harness import (
     free_port,
     get,
     git_commit,
+    haproxy_log,
     require_tools,
     spawn,
     stop,
@@ -56,8 +58,7 @@ def haproxy_config(port, servers):
         "defaults",
         "  mode http",
         "  log global",
-        # epoch seconds.ms, server, status, termination state
-        '  log-format "%Ts.%ms %s %ST %tsc"',
+        f'  log-format "{HAPROXY_LOG_FORMAT}"',
         "  timeout connect 1s",
         "  timeout client 10s",
         "  timeout server 10s",
@@ -97,16 +98,6 @@ class Replica:
         code, took = self.proc.returncode, time.time() - began
         self.start()
         return code, took
-
-
-def read_log(path):
-    """[(time accepted, server, status, termination state)] from HAProxy's log."""
-    rows = []
-    for line in Path(path).read_text(errors="replace").splitlines():
-        parts = line.split()
-        if len(parts) == 4 and parts[2].lstrip("-").isdigit():
-            rows.append((float(parts[0]), parts[1], int(parts[2]), parts[3]))
-    return rows
 
 
 def main():
@@ -175,7 +166,7 @@ def main():
             if proc is not None:
                 stop(proc, timeout=30)
 
-    rows = read_log(workdir / "haproxy.log")
+    rows = haproxy_log(workdir / "haproxy.log")
     marks = {what: t for t, what in events}
     summary = []
     if "api restarts begin" in marks and "upstream restart begins" in marks:
