@@ -50,7 +50,9 @@ mod wire;
 
 pub use admission::{Admission, Limits, PermitToken, Priority, Shed};
 pub use breaker::{
-    BreakerConfig, CircuitBreaker, RateWindow, Rejected, State, Ticket, TripRule, Verdict,
+    BreakerConfig, CircuitBreaker, RateWindow, Rejected, State, ThrottleParams, Ticket, TripRule,
+    Verdict,
 };
 pub use settings::{ConfigError, Settings};
 pub use startup::Application;
+pub use upstream::QuietInjectedResets;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use load_shed_api::settings::Settings;
 use load_shed_api::startup::{Application, Signal};
+use load_shed_api::QuietInjectedResets;
 
 const USAGE: &str = "usage: load-shed-api            serve the configured role (LOAD_SHED__ROLE)
        load-shed-api check [URL]  probe a running api: /healthz then /client (default http://127.0.0.1:8080)";
@@ -48,7 +49,12 @@ fn serve() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
+    let level = logger.filter();
+    if log::set_boxed_logger(Box::new(QuietInjectedResets(logger))).is_ok() {
+        log::set_max_level(level);
+    }
     let system = actix_web::rt::System::new();
     let result = system.block_on(async move {
         // Listening before the listeners exist: a signal that arrives as soon as the process

@@ -9,14 +9,15 @@ use super::call_result::CallResult;
 use super::params::ClientParams;
 use super::upstream_call::{self, UpstreamRequest};
 use super::ApiState;
+use crate::breaker::Rejected;
 use crate::retry::{full_jitter, AttemptKind, AttemptResult, Retries};
 
 /// How a request's attempts ended.
 pub(super) enum Attempted {
     /// The call the caller's answer comes from: the last one made, or a hedge race's winner.
     Called(CallResult),
-    /// The breaker refused the first attempt; the next probe is this far away.
-    Refused(Duration),
+    /// The breaker refused the first attempt (open, or its throttling policy's draw).
+    Refused(Rejected),
 }
 
 impl Attempted {
@@ -112,7 +113,7 @@ pub(super) async fn call(state: &ApiState, http: &awc::Client, params: &ClientPa
         made += 1;
         match attempt(state, http, params, AttemptKind::Retry, &timing).await {
             Attempted::Called(next) => call = next,
-            // Opened meanwhile: the caller gets the last answer it would have had.
+            // Opened (or throttled) meanwhile: the caller gets the last answer it would have had.
             Attempted::Refused(_) => break,
         }
     }
@@ -171,7 +172,7 @@ async fn attempt(
     };
     let pass = match allowed {
         Ok(pass) => pass,
-        Err(rejected) => return Attempted::Refused(rejected.retry_after),
+        Err(rejected) => return Attempted::Refused(rejected),
     };
     let (timeout, full) = timing.attempt(Instant::now(), kind);
     let counted = Counted::new(&state.retries, kind);

@@ -4,13 +4,12 @@ use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use std::time::Duration;
-
 use super::attempts::{self, Attempted};
 use super::metrics::UpstreamResult;
 use super::outcome::Outcome;
 use super::params::ClientParams;
 use super::{ApiState, CLIENT};
+use crate::breaker::Rejected;
 use crate::metrics::ClientClosedGuard;
 
 pub(crate) async fn client(
@@ -45,7 +44,7 @@ async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome
         if let Err(shed) = state.admit_without_slot(CLIENT, params.priority) {
             return shed;
         }
-        return refused(state, retry_after);
+        return refused(state, Rejected::open(retry_after));
     }
     let asked = Instant::now();
     let permit = match state.admit(CLIENT, params.priority).await {
@@ -63,14 +62,23 @@ async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome
     drop(permit);
     match attempted {
         Attempted::Called(call) => call.outcome(params.priority, params.overrides.ms),
-        Attempted::Refused(retry_after) => refused(state, retry_after),
+        Attempted::Refused(rejected) => refused(state, rejected),
     }
 }
 
-/// A `/client` refused by the breaker, before or at its first attempt: counted as `breaker_open`.
-fn refused(state: &ApiState, retry_after: Duration) -> Outcome {
+/// A `/client` refused by the breaker, before or at its first attempt: counted as `breaker_open`,
+/// or as `throttled` when the throttling policy's draw refused it.
+fn refused(state: &ApiState, rejected: Rejected) -> Outcome {
+    if rejected.throttled {
+        state
+            .upstream_metrics
+            .record(UpstreamResult::Throttled, None);
+        return Outcome::Throttled;
+    }
     state
         .upstream_metrics
         .record(UpstreamResult::BreakerOpen, None);
-    Outcome::BreakerOpen { retry_after }
+    Outcome::BreakerOpen {
+        retry_after: rejected.retry_after,
+    }
 }

@@ -20,10 +20,13 @@ pub(crate) enum UpstreamResult {
     Transport,
     /// Refused by the breaker; no call was made.
     BreakerOpen,
+    /// Refused by the throttling policy's draw; no call was made (`breaker.mode = "throttle"`).
+    Throttled,
 }
 
 impl UpstreamResult {
-    const ALL: [UpstreamResult; 5] = [
+    /// The results whose series exist from the first scrape, whatever the policy.
+    const ALWAYS: [UpstreamResult; 5] = [
         UpstreamResult::Ok,
         UpstreamResult::Error,
         UpstreamResult::Timeout,
@@ -38,21 +41,24 @@ impl UpstreamResult {
             UpstreamResult::Timeout => "timeout",
             UpstreamResult::Transport => "transport",
             UpstreamResult::BreakerOpen => "breaker_open",
+            UpstreamResult::Throttled => "throttled",
         }
     }
 }
 
-/// The counters, resolved once per [`UpstreamResult`] (in `ALL` order); the histogram's series
-/// are resolved at their first sample, and appear then, as they always have.
+/// The counters, resolved once per [`UpstreamResult`] (in declaration order); the histogram's
+/// series are resolved at their first sample, and appear then, as they always have.
 pub(crate) struct UpstreamMetrics {
-    requests: [IntCounter; 5],
+    requests: [IntCounter; 6],
     duration: HistogramVec,
     /// Shared with the autoscaling signal, which reads their counts and sums.
-    durations: Arc<[OnceLock<Histogram>; 5]>,
+    durations: Arc<[OnceLock<Histogram>; 6]>,
 }
 
 impl UpstreamMetrics {
-    pub(crate) fn register(metrics: &Metrics) -> Result<Self, prometheus::Error> {
+    /// `throttling`: the `throttled` series exists (from the first scrape) only under the
+    /// throttling policy; otherwise its counter is registered nowhere and never counts.
+    pub(crate) fn register(metrics: &Metrics, throttling: bool) -> Result<Self, prometheus::Error> {
         let requests = metrics.register(IntCounterVec::new(
             Opts::new(
                 "upstream_requests_total",
@@ -69,7 +75,14 @@ impl UpstreamMetrics {
             &["result"],
         )?)?;
         // Every counter series exists from the first scrape: zeros, not gaps.
-        let requests = UpstreamResult::ALL.map(|r| requests.with_label_values(&[r.label()]));
+        let [ok, error, timeout, transport, breaker_open] =
+            UpstreamResult::ALWAYS.map(|r| requests.with_label_values(&[r.label()]));
+        let throttled = if throttling {
+            requests.with_label_values(&[UpstreamResult::Throttled.label()])
+        } else {
+            IntCounter::new("upstream_requests_throttled_unused", "not registered")?
+        };
+        let requests = [ok, error, timeout, transport, breaker_open, throttled];
         Ok(Self {
             requests,
             duration,

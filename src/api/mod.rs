@@ -64,7 +64,8 @@ impl ApiState {
         metrics: &Metrics,
         home: &ActorHome,
     ) -> Result<Self, prometheus::Error> {
-        let upstream_metrics = UpstreamMetrics::register(metrics)?;
+        let throttling = matches!(settings.breaker.trip, crate::breaker::TripRule::Throttle(_));
+        let upstream_metrics = UpstreamMetrics::register(metrics, throttling)?;
         let admission =
             AdmissionHandle::start(&settings.admission, metrics, &[CLIENT, WORK], home)?;
         let (offered, durations) = (admission.clone(), upstream_metrics.durations());

@@ -26,6 +26,8 @@ pub(crate) enum Outcome {
     BreakerOpen {
         retry_after: Duration,
     },
+    /// Refused locally by the throttling policy (`breaker.mode = "throttle"`).
+    Throttled,
     UpstreamStatus(u16),
     UpstreamTransport,
     UpstreamTimeout,
@@ -56,7 +58,9 @@ impl Outcome {
             Outcome::Ok { .. } => StatusCode::OK,
             Outcome::Invalid(_) => StatusCode::BAD_REQUEST,
             Outcome::Shed { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Outcome::BreakerOpen { .. } | Outcome::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::BreakerOpen { .. } | Outcome::Throttled | Outcome::Unavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Outcome::UpstreamStatus(_) | Outcome::UpstreamTransport => StatusCode::BAD_GATEWAY,
             Outcome::UpstreamTimeout | Outcome::DeadlineTooShort => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -90,6 +94,12 @@ impl Outcome {
                     .insert_header((RETRY_AFTER, retry_after_seconds(retry_after)))
                     .insert_header(JSON)
                     .body(r#"{"error":"circuit open"}"#);
+            }
+            Outcome::Throttled => {
+                return res
+                    .insert_header((RETRY_AFTER, HeaderValue::from_static("1")))
+                    .insert_header(JSON)
+                    .body(r#"{"error":"throttled"}"#);
             }
             Outcome::UpstreamStatus(code) => {
                 json!({"error": "upstream error", "upstream_status": code})

@@ -20,6 +20,9 @@ use crate::settings::BreakerConfig;
 /// which never waits for room, so a full mailbox cannot block a handler's cleanup.
 const MAILBOX_CAPACITY: usize = 1024;
 
+/// How often a throttling policy's gauges are refreshed when no call comes.
+const THROTTLE_REFRESH: Duration = Duration::from_secs(1);
+
 /// Asks to let one call through (sent only when the gate cannot decide).
 #[derive(Message)]
 #[rtype(result = "Result<Pass<'static>, Rejected>")]
@@ -48,6 +51,8 @@ pub(crate) struct BreakerActor {
     machine: CircuitBreaker,
     gate: Arc<BreakerGate>,
     metrics: BreakerMetrics,
+    /// The state a throttling policy last read as (the machine itself stays Closed).
+    shown: State,
 }
 
 impl BreakerActor {
@@ -56,6 +61,7 @@ impl BreakerActor {
             machine: CircuitBreaker::new(config),
             gate,
             metrics,
+            shown: State::Closed,
         }
     }
 
@@ -67,8 +73,11 @@ impl BreakerActor {
     /// Publishes the machine to the gate: state and generation, and whether a success would
     /// change nothing.
     fn publish(&self) {
-        self.gate
-            .publish(self.machine.generation(), self.machine.state());
+        self.gate.publish(
+            self.machine.generation(),
+            self.machine.state(),
+            self.machine.decides_each_call(),
+        );
         self.gate
             .settle(self.machine.success_changes_nothing(), false);
     }
@@ -90,6 +99,26 @@ impl BreakerActor {
     }
 }
 
+impl BreakerActor {
+    /// Under a throttling policy: the probability gauge, and the state it reads as (a change of
+    /// it counted and logged as a transition).
+    fn show_throttling(&mut self) {
+        let Some((p, state)) = self.machine.throttling(Instant::now()) else {
+            return;
+        };
+        self.metrics.rejection_probability(p);
+        if metrics::label(state) != metrics::label(self.shown) {
+            self.shown = state;
+            self.metrics.entered(state);
+            log::warn!(
+                "circuit breaker (throttle) is now {}: refusing {:.0} % of calls",
+                metrics::label(state),
+                p * 100.0
+            );
+        }
+    }
+}
+
 impl Actor for BreakerActor {
     type Context = Context<Self>;
 
@@ -97,6 +126,10 @@ impl Actor for BreakerActor {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.publish();
         self.metrics.show(self.machine.state());
+        if self.machine.decides_each_call() {
+            // The window ages with no traffic too: keep the gauges current.
+            ctx.run_interval(THROTTLE_REFRESH, |act, _| act.show_throttling());
+        }
     }
 }
 
@@ -109,6 +142,7 @@ impl Handler<Allow> for BreakerActor {
         if self.machine.generation() != generation {
             self.changed(ctx);
         }
+        self.show_throttling();
         // Built here, with its own handle: if the asker is gone, dropping the Pass returns the ticket.
         decision.map(|ticket| {
             let handle = BreakerHandle {
@@ -138,6 +172,7 @@ impl Handler<Record> for BreakerActor {
             msg.verdict == Verdict::Failure,
         );
         self.publish_rates();
+        self.show_throttling();
     }
 }
 
@@ -146,6 +181,7 @@ impl Handler<Abandon> for BreakerActor {
 
     fn handle(&mut self, msg: Abandon, _: &mut Self::Context) {
         self.machine.abandon(msg.ticket);
+        self.show_throttling();
     }
 }
 
@@ -188,7 +224,7 @@ impl<'h> Pass<'h> {
 impl Drop for Pass<'_> {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
-            if ticket.is_probe() {
+            if ticket.must_return() {
                 self.handle.addr.do_send(Abandon { ticket });
             }
         }
@@ -210,7 +246,8 @@ impl BreakerHandle {
         home: &ActorHome,
     ) -> Result<Self, prometheus::Error> {
         let gate = Arc::new(BreakerGate::new());
-        let metrics = BreakerMetrics::register(metrics)?;
+        let throttling = matches!(config.trip, crate::settings::TripRule::Throttle(_));
+        let metrics = BreakerMetrics::register(metrics, throttling)?;
         let addr = home.start(BreakerActor::new(config, gate.clone(), metrics));
         Ok(Self { addr, gate })
     }
@@ -230,9 +267,7 @@ impl BreakerHandle {
         match self.addr.send(Allow).await {
             Ok(decision) => decision,
             // The actor is gone (shutting down): refuse rather than call unguarded.
-            Err(_) => Err(Rejected {
-                retry_after: Duration::from_secs(1),
-            }),
+            Err(_) => Err(Rejected::open(Duration::from_secs(1))),
         }
     }
 
@@ -243,7 +278,7 @@ impl BreakerHandle {
             GateView::Closed { generation } => {
                 Ok(Pass::new(Ticket::closed(generation), Cow::Borrowed(self)))
             }
-            GateView::Open { retry_after } => Err(Rejected { retry_after }),
+            GateView::Open { retry_after } => Err(Rejected::open(retry_after)),
             GateView::AskActor => self.allow_after_verdicts().await,
         }
     }

@@ -14,6 +14,8 @@ use super::machine::{State, Verdict};
 const CLOSED: u64 = 0;
 const OPEN: u64 = 1;
 const HALF_OPEN: u64 = 2;
+/// A policy that decides each call (throttling): every call asks the actor.
+const ASK: u64 = 3;
 
 /// In `verdicts`: a success would change nothing (as of the last verdict the actor took).
 const CLEAN: u64 = 1;
@@ -56,8 +58,11 @@ impl BreakerGate {
         }
     }
 
-    pub(crate) fn publish(&self, generation: u64, state: State) {
+    /// Publishes the machine's state; `each_call` (a throttling policy) sends every call to the
+    /// actor whatever the state.
+    pub(crate) fn publish(&self, generation: u64, state: State, each_call: bool) {
         let code = match state {
+            _ if each_call => ASK,
             State::Closed => CLOSED,
             State::Open { probe_at } => {
                 self.probe_at_ms
@@ -86,6 +91,7 @@ impl BreakerGate {
                     GateView::AskActor
                 }
             }
+            // HALF_OPEN and ASK.
             _ => GateView::AskActor,
         }
     }
@@ -136,7 +142,7 @@ mod tests {
         assert_eq!(gate.view(now), GateView::Closed { generation: 0 });
 
         let probe_at = now + Duration::from_secs(3);
-        gate.publish(1, State::Open { probe_at });
+        gate.publish(1, State::Open { probe_at }, false);
         match gate.view(now) {
             GateView::Open { retry_after } => {
                 assert!(retry_after <= Duration::from_secs(3));
@@ -147,10 +153,13 @@ mod tests {
         // Past the pause the actor must decide (it will half-open).
         assert_eq!(gate.view(probe_at), GateView::AskActor);
 
-        gate.publish(2, State::HalfOpen);
+        gate.publish(2, State::HalfOpen, false);
         assert_eq!(gate.view(now), GateView::AskActor);
-        gate.publish(3, State::Closed);
+        gate.publish(3, State::Closed, false);
         assert_eq!(gate.view(now), GateView::Closed { generation: 3 });
+        // Under a throttling policy every call asks the actor, Closed or not.
+        gate.publish(3, State::Closed, true);
+        assert_eq!(gate.view(now), GateView::AskActor);
     }
 }
 
@@ -196,8 +205,11 @@ mod verdicts_left_out {
     impl World {
         /// The actor publishes the machine (as `BreakerActor::publish`, on start and transitions).
         fn changed(&self) {
-            self.gate
-                .publish(self.machine.generation(), self.machine.state());
+            self.gate.publish(
+                self.machine.generation(),
+                self.machine.state(),
+                self.machine.decides_each_call(),
+            );
             self.gate
                 .settle(self.machine.success_changes_nothing(), false);
         }

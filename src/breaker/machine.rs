@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::consecutive::Consecutive;
 use super::failure_rate::FailureRate;
 use super::policy::TripPolicy;
+use super::throttle::Throttle;
 use crate::settings::{BreakerConfig, TripRule};
 
 impl TripRule {
@@ -19,6 +20,7 @@ impl TripRule {
         match self {
             TripRule::Consecutive { threshold } => Box::new(Consecutive::new(threshold)),
             TripRule::FailureRate(window) => Box::new(FailureRate::new(window)),
+            TripRule::Throttle(params) => Box::new(Throttle::new(params)),
         }
     }
 }
@@ -45,6 +47,9 @@ pub struct Ticket {
     generation: u64,
     /// Whether this call holds one of HalfOpen's probe slots.
     probe: bool,
+    /// When a policy that decides each call (throttling) let it through: its verdict goes back to
+    /// the policy's bucket of that moment.
+    sent: Option<Instant>,
 }
 
 impl Ticket {
@@ -54,11 +59,18 @@ impl Ticket {
         Self {
             generation,
             probe: false,
+            sent: None,
         }
     }
 
     pub fn is_probe(&self) -> bool {
         self.probe
+    }
+
+    /// Whether the breaker must hear of this ticket even without a verdict (the caller went
+    /// away): a probe's slot, or a throttled policy's attempt, to take back.
+    pub fn must_return(&self) -> bool {
+        self.probe || self.sent.is_some()
     }
 }
 
@@ -72,11 +84,23 @@ pub enum Verdict {
 }
 
 /// A call refused by the breaker, with the time until the next probe may go through (answered
-/// 503 with `Retry-After`).
+/// 503 with `Retry-After`), or refused by a throttling policy's draw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("circuit open: the next probe may go through in {retry_after:?}")]
+#[error("circuit open or throttled: the next call may go through in {retry_after:?}")]
 pub struct Rejected {
     pub retry_after: Duration,
+    /// Refused by the throttling policy (`breaker.mode = "throttle"`), not by an open breaker.
+    pub throttled: bool,
+}
+
+impl Rejected {
+    /// Refused by an open breaker (or HalfOpen's taken probe slots).
+    pub fn open(retry_after: Duration) -> Self {
+        Self {
+            retry_after,
+            throttled: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +122,9 @@ pub struct CircuitBreaker {
 /// How long a caller refused in HalfOpen (all probe slots taken) should wait: the probes' verdict is
 /// due within one upstream timeout, so the next chance comes soon.
 const HALF_OPEN_RETRY: Duration = Duration::from_secs(1);
+
+/// How long a caller refused by the throttling policy should wait: the next draw is its own.
+const THROTTLED_RETRY: Duration = Duration::from_secs(1);
 
 impl CircuitBreaker {
     pub fn new(config: BreakerConfig) -> Self {
@@ -131,24 +158,58 @@ impl CircuitBreaker {
         matches!(self.state, State::Closed) && self.policy.success_changes_nothing()
     }
 
+    /// Whether the policy decides each call (throttling): every call must then ask the breaker.
+    pub fn decides_each_call(&self) -> bool {
+        self.policy.decides_each_call()
+    }
+
+    /// Under a throttling policy, the probability that a call now is refused, and the state the
+    /// breaker reads as: Closed while it is 0, Open while it is at its cap (`probe_at` is when a
+    /// refused caller may try again), HalfOpen between (part of the calls go through).
+    pub fn throttling(&self, now: Instant) -> Option<(f64, State)> {
+        let (p, cap) = self.policy.rejection_probability(now)?;
+        let state = if p <= 0.0 {
+            State::Closed
+        } else if p >= cap {
+            State::Open {
+                probe_at: now + THROTTLED_RETRY,
+            }
+        } else {
+            State::HalfOpen
+        };
+        Some((p, state))
+    }
+
     /// Asks to let one call through at `now`.
     pub fn allow(&mut self, now: Instant) -> Result<Ticket, Rejected> {
         self.tick(now);
         match self.state {
+            State::Closed if self.policy.decides_each_call() => {
+                if self.policy.refuse(now) {
+                    return Err(Rejected {
+                        retry_after: THROTTLED_RETRY,
+                        throttled: true,
+                    });
+                }
+                Ok(Ticket {
+                    generation: self.generation,
+                    probe: false,
+                    sent: Some(now),
+                })
+            }
             State::Closed => Ok(Ticket::closed(self.generation)),
-            State::Open { probe_at } => Err(Rejected {
-                retry_after: probe_at.saturating_duration_since(now),
-            }),
+            State::Open { probe_at } => {
+                Err(Rejected::open(probe_at.saturating_duration_since(now)))
+            }
             State::HalfOpen if self.probes_out < self.config.half_open_probes => {
                 self.probes_out += 1;
                 Ok(Ticket {
                     generation: self.generation,
                     probe: true,
+                    sent: None,
                 })
             }
-            State::HalfOpen => Err(Rejected {
-                retry_after: HALF_OPEN_RETRY,
-            }),
+            State::HalfOpen => Err(Rejected::open(HALF_OPEN_RETRY)),
         }
     }
 
@@ -174,6 +235,10 @@ impl CircuitBreaker {
     ) -> bool {
         if ticket.generation != self.generation {
             return false; // the call started before the last transition
+        }
+        if let Some(sent) = ticket.sent {
+            self.policy.settle(sent, verdict);
+            return false;
         }
         match (self.state, verdict) {
             (State::Closed, Verdict::Neutral) => false,
@@ -212,9 +277,15 @@ impl CircuitBreaker {
         self.asked_open = self.asked_open.max(wait.min(self.config.max_open));
     }
 
-    /// Takes a ticket back without a verdict (the caller went away): a probe slot is freed.
+    /// Takes a ticket back without a verdict (the caller went away): a probe slot is freed, a
+    /// throttling policy's attempt taken back.
     pub fn abandon(&mut self, ticket: Ticket) {
-        if ticket.generation == self.generation && ticket.probe && self.state == State::HalfOpen {
+        if ticket.generation != self.generation {
+            return;
+        }
+        if let Some(sent) = ticket.sent {
+            self.policy.settle(sent, Verdict::Neutral);
+        } else if ticket.probe && self.state == State::HalfOpen {
             self.probes_out = self.probes_out.saturating_sub(1);
         }
     }
@@ -495,6 +566,7 @@ mod tests {
         let stale = Ticket {
             generation: second.generation - 2,
             probe: true,
+            sent: None,
         };
         b.abandon(stale);
         assert!(b.allow(t2).is_err(), "the stale ticket freed a slot");
@@ -601,6 +673,74 @@ mod tests {
             later + OPEN_FOR
         ));
         assert_eq!(b.state(), State::Closed);
+    }
+
+    #[test]
+    fn under_the_throttle_policy_it_never_opens_and_refuses_a_share_marked_throttled() {
+        use crate::settings::ThrottleParams;
+        let mut b = CircuitBreaker::new(BreakerConfig {
+            trip: TripRule::Throttle(ThrottleParams {
+                window: Duration::from_secs(30),
+                success_rate: 0.95,
+                aggression: 1.0,
+                min_rps: 0.0,
+                max_probability: 0.8,
+            }),
+            open_for: OPEN_FOR,
+            max_open: Duration::ZERO,
+            half_open_probes: 1,
+        });
+        let t0 = Instant::now();
+        assert!(b.decides_each_call());
+        assert_eq!(b.throttling(t0), Some((0.0, State::Closed)));
+        let (mut sent, mut refused) = (0, 0);
+        for _ in 0..500 {
+            match b.allow(t0) {
+                Ok(ticket) => {
+                    assert!(ticket.must_return(), "an attempt to take back if abandoned");
+                    assert!(!b.record(ticket, Verdict::Failure, Duration::ZERO, t0));
+                    sent += 1;
+                }
+                Err(rejected) => {
+                    assert!(rejected.throttled);
+                    assert_eq!(rejected.retry_after, THROTTLED_RETRY);
+                    refused += 1;
+                }
+            }
+        }
+        // Every call fails: P climbs to the 0.8 cap and stays there; about 1 in 5 still goes.
+        assert_eq!(b.state(), State::Closed, "the machine itself never opens");
+        assert_eq!(b.generation(), 0);
+        let (p, shown) = b.throttling(t0).unwrap();
+        assert!((p - 0.8).abs() < 1e-9, "{p}");
+        assert!(matches!(shown, State::Open { .. }));
+        assert!((60..=160).contains(&sent), "{sent} sent, {refused} refused");
+        // 30 s later the window has forgotten them.
+        let later = t0 + Duration::from_secs(30);
+        assert_eq!(b.throttling(later), Some((0.0, State::Closed)));
+        // An abandoned call's attempt is taken back: it does not count as unaccepted.
+        for _ in 0..50 {
+            let ticket = b.allow(later).unwrap();
+            b.abandon(ticket);
+        }
+        assert_eq!(b.throttling(later), Some((0.0, State::Closed)));
+        // A dependency that accepts 40 calls and fails the rest (an overloaded one): P is
+        // (100 - 40/0.95) / 101 = 0.57, between 0 and the cap, so it reads half-open.
+        let mut accepted = 0;
+        for _ in 0..100 {
+            if let Ok(ticket) = b.allow(later) {
+                let verdict = if accepted < 40 {
+                    accepted += 1;
+                    Verdict::Success
+                } else {
+                    Verdict::Failure
+                };
+                b.record(ticket, verdict, Duration::ZERO, later);
+            }
+        }
+        let (p, shown) = b.throttling(later).unwrap();
+        assert!((p - 0.573_215).abs() < 1e-6, "{p}");
+        assert_eq!(shown, State::HalfOpen);
     }
 
     #[test]

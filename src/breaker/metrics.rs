@@ -1,5 +1,6 @@
-//! The breaker's metrics: `circuit_breaker_state`, `circuit_breaker_transitions_total{to}` and,
-//! for the failure-rate rule, the window's failure and slow-call shares. Here, and only here, a
+//! The breaker's metrics: `circuit_breaker_state`, `circuit_breaker_transitions_total{to}`, for
+//! the failure-rate rule the window's failure and slow-call shares, and for the throttling policy
+//! `circuit_breaker_rejection_probability`. Here, and only here, a
 //! [`State`] becomes the gauge's value and the `to` label.
 
 use std::time::Instant;
@@ -17,10 +18,20 @@ pub(crate) struct BreakerMetrics {
     /// Slow-call share of the sliding window.
     slow_call_rate: Gauge,
     transitions: IntCounterVec,
+    /// `circuit_breaker_rejection_probability`, registered only under the throttling policy.
+    rejection_probability: Option<Gauge>,
 }
 
 impl BreakerMetrics {
-    pub(crate) fn register(metrics: &Metrics) -> Result<Self, prometheus::Error> {
+    pub(crate) fn register(metrics: &Metrics, throttling: bool) -> Result<Self, prometheus::Error> {
+        let rejection_probability = if throttling {
+            Some(metrics.register(Gauge::new(
+                "circuit_breaker_rejection_probability",
+                "Probability that the throttling policy refuses a call now (breaker.mode throttle)",
+            )?)?)
+        } else {
+            None
+        };
         let this = Self {
             state: metrics.register(IntGauge::new(
                 "circuit_breaker_state",
@@ -41,6 +52,7 @@ impl BreakerMetrics {
                 ),
                 &["to"],
             )?)?,
+            rejection_probability,
         };
         // Series exist from the first scrape, so dashboards and rate() see zeros, not gaps.
         let open = State::Open {
@@ -65,6 +77,13 @@ impl BreakerMetrics {
 
     fn transition(&self, state: State) -> IntCounter {
         self.transitions.with_label_values(&[label(state)])
+    }
+
+    /// The throttling policy's probability of refusing a call.
+    pub(crate) fn rejection_probability(&self, p: f64) {
+        if let Some(gauge) = &self.rejection_probability {
+            gauge.set(p);
+        }
     }
 
     /// The trip policy's failure and slow-call shares.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::rules::{in_range, one_of, positive_share, ConfigError};
+use super::rules::{check, in_range, one_of, positive_share, probability, ConfigError};
 
 /// `[breaker]`, as the breaker's state machine runs by it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -27,6 +27,24 @@ pub enum TripRule {
     Consecutive { threshold: u32 },
     /// A failure or slow-call rate over a sliding window of calls.
     FailureRate(RateWindow),
+    /// Client-side adaptive throttling: each call is refused locally with a probability that
+    /// tracks how much the dependency accepts (never opens; see `breaker::throttle`).
+    Throttle(ThrottleParams),
+}
+
+/// The throttling policy's parameters (`breaker.throttle_*`), as Envoy's `admission_control`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThrottleParams {
+    /// The sampling window, kept in buckets.
+    pub window: Duration,
+    /// The success rate (0-1] at or above which nothing is refused (Envoy's `sr_threshold`).
+    pub success_rate: f64,
+    /// The probability is raised to 1/aggression (1.0: linear in the shortfall).
+    pub aggression: f64,
+    /// Below this many calls per second over the window, nothing is refused.
+    pub min_rps: f64,
+    /// The probability never goes above this (0-1).
+    pub max_probability: f64,
 }
 
 /// The failure-rate policy's parameters.
@@ -57,6 +75,11 @@ pub(super) struct RawBreaker {
     failure_rate_threshold: f64,
     slow_call_ms: u64,
     slow_call_rate_threshold: f64,
+    throttle_window_seconds: u64,
+    throttle_success_rate: f64,
+    throttle_aggression: f64,
+    throttle_min_rps: f64,
+    throttle_max_probability: f64,
 }
 
 /// `breaker.mode`, before its parameters are attached.
@@ -64,6 +87,7 @@ pub(super) struct RawBreaker {
 enum Mode {
     Consecutive,
     FailureRate,
+    Throttle,
 }
 
 impl TryFrom<RawBreaker> for BreakerConfig {
@@ -90,6 +114,7 @@ impl TryFrom<RawBreaker> for BreakerConfig {
             &[
                 ("consecutive", Mode::Consecutive),
                 ("failure_rate", Mode::FailureRate),
+                ("throttle", Mode::Throttle),
             ],
         )?;
         in_range("breaker.window_size", b.window_size.into(), 1, 10_000)?;
@@ -113,16 +138,50 @@ impl TryFrom<RawBreaker> for BreakerConfig {
                 b.slow_call_rate_threshold,
             )?,
         };
+        let throttle = throttle_params(&b)?;
         Ok(BreakerConfig {
             trip: match mode {
                 Mode::Consecutive => TripRule::Consecutive {
                     threshold: b.failure_threshold,
                 },
                 Mode::FailureRate => TripRule::FailureRate(window),
+                Mode::Throttle => TripRule::Throttle(throttle),
             },
             open_for: Duration::from_secs(b.open_seconds),
             half_open_probes: b.half_open_probes,
             max_open: Duration::from_secs(b.max_open_seconds),
         })
     }
+}
+
+/// The `throttle_*` keys, each checked whatever the mode (a typo fails before it matters).
+fn throttle_params(b: &RawBreaker) -> Result<ThrottleParams, ConfigError> {
+    in_range(
+        "breaker.throttle_window_seconds",
+        b.throttle_window_seconds,
+        1,
+        3600,
+    )?;
+    let aggression = b.throttle_aggression;
+    check(
+        aggression.is_finite() && aggression > 0.0 && aggression <= 100.0,
+        "breaker.throttle_aggression",
+        || format!("must be a number above 0 and at most 100, got {aggression}"),
+    )?;
+    let min_rps = b.throttle_min_rps;
+    check(
+        min_rps.is_finite() && (0.0..=1_000_000.0).contains(&min_rps),
+        "breaker.throttle_min_rps",
+        || format!("must be a number between 0 and 1000000, got {min_rps}"),
+    )?;
+    Ok(ThrottleParams {
+        window: Duration::from_secs(b.throttle_window_seconds),
+        success_rate: positive_share("breaker.throttle_success_rate", b.throttle_success_rate)?,
+        aggression,
+        min_rps,
+        max_probability: probability(
+            "breaker.throttle_max_probability",
+            b.throttle_max_probability,
+        )?,
+    })
 }

@@ -26,7 +26,7 @@ pub use rules::ConfigError;
 
 pub(crate) use admission::{AdmissionConfig, AdmissionMode, GradientConfig};
 pub(crate) use api::ApiSettings;
-pub use breaker::{BreakerConfig, RateWindow, TripRule};
+pub use breaker::{BreakerConfig, RateWindow, ThrottleParams, TripRule};
 pub(crate) use retry::{BudgetConfig, RetryConfig, RetryOn};
 pub(crate) use server::ServerSettings;
 pub(crate) use shutdown::ShutdownSettings;

@@ -21,6 +21,9 @@ pub struct SimulatorConfig {
     pub faults: Faults,
     /// Requests served at once (0 = unlimited).
     pub concurrency: usize,
+    /// Requests that may wait for a slot; beyond, a request is answered 503 at once (`None`: no
+    /// limit, the default).
+    pub max_waiting: Option<usize>,
     pub degrade: Option<Degrade>,
 }
 
@@ -51,6 +54,7 @@ pub(super) struct RawUpstream {
     fail_rate: f64,
     workers: u64,
     concurrency: u64,
+    max_waiting: u64,
     degrade_after_seconds: u64,
     degraded_concurrency: u64,
     jitter_ms: u64,
@@ -80,6 +84,17 @@ impl TryFrom<RawUpstream> for UpstreamSettings {
         in_range("upstream.latency_ms", up.latency_ms, 0, 5000)?;
         let fail_rate = probability("upstream.fail_rate", up.fail_rate)?;
         in_range("upstream.concurrency", up.concurrency, 0, 100_000)?;
+        in_range("upstream.max_waiting", up.max_waiting, 0, 100_000)?;
+        check(
+            up.max_waiting == 0 || up.concurrency > 0,
+            "upstream.max_waiting",
+            || {
+                format!(
+                    "limits the wait for a slot of upstream.concurrency, which is 0 (unlimited); got {}",
+                    up.max_waiting
+                )
+            },
+        )?;
         in_range(
             "upstream.degrade_after_seconds",
             up.degrade_after_seconds,
@@ -139,6 +154,7 @@ impl TryFrom<RawUpstream> for UpstreamSettings {
                 fail_rate,
                 faults,
                 concurrency: count(up.concurrency),
+                max_waiting: (up.max_waiting > 0).then(|| count(up.max_waiting)),
                 degrade,
             },
         })

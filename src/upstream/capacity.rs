@@ -1,7 +1,10 @@
 //! How many requests the simulated dependency serves at once (`upstream.concurrency`), and the
 //! scheduled capacity loss (`upstream.degrade_after_seconds`). Requests beyond the limit wait in
-//! FIFO order, so latency grows with load as it does in a real, saturated dependency.
+//! FIFO order, so latency grows with load as it does in a real, saturated dependency; with
+//! `upstream.max_waiting`, only that many wait and the rest are refused at once, as an overloaded
+//! backend that sheds does.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,14 +24,26 @@ pub(crate) struct Capacity {
     slots: Option<Arc<Semaphore>>,
     /// When, and how many slots to take away then.
     degrade: Option<(Duration, usize)>,
+    /// `upstream.max_waiting`, and how many wait now.
+    max_waiting: Option<(usize, Arc<AtomicUsize>)>,
 }
+
+/// A request refused because `upstream.max_waiting` requests already wait for a slot.
+#[derive(Debug)]
+pub(crate) struct Full;
 
 impl Capacity {
     /// `concurrency` slots (0 = unlimited), losing some after `degrade.after`.
-    pub(crate) fn new(concurrency: usize, degrade: Option<Degrade>) -> Self {
+    /// At most `max_waiting` wait for a slot (`None`: any number).
+    pub(crate) fn new(
+        concurrency: usize,
+        degrade: Option<Degrade>,
+        max_waiting: Option<usize>,
+    ) -> Self {
         Self {
             slots: (concurrency > 0).then(|| Arc::new(Semaphore::new(concurrency))),
             degrade: degrade.map(|d| (d.after, concurrency.saturating_sub(d.to))),
+            max_waiting: max_waiting.map(|max| (max, Arc::default())),
         }
     }
 
@@ -37,9 +52,27 @@ impl Capacity {
         self.slots.is_some()
     }
 
-    /// Waits in FIFO order for a slot, held until the answer (`None` when unlimited).
-    pub(crate) async fn slot(&self) -> Option<OwnedSemaphorePermit> {
-        self.slots.clone()?.acquire_owned().await.ok()
+    /// Waits in FIFO order for a slot, held until the answer (`None` when unlimited); refused
+    /// at once when no slot is free and `max_waiting` requests already wait.
+    pub(crate) async fn slot(&self) -> Result<Option<OwnedSemaphorePermit>, Full> {
+        let Some(slots) = self.slots.clone() else {
+            return Ok(None);
+        };
+        let Some((max, waiting)) = &self.max_waiting else {
+            return Ok(slots.acquire_owned().await.ok());
+        };
+        // A free slot is taken at once (never ahead of a waiter: the semaphore hands released
+        // slots to waiters first).
+        if let Ok(slot) = slots.clone().try_acquire_owned() {
+            return Ok(Some(slot));
+        }
+        if waiting.fetch_add(1, Ordering::AcqRel) >= *max {
+            waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(Full);
+        }
+        // Counted out however the wait ends, the caller's deadline or disconnect included.
+        let _waiting = Waiting(waiting);
+        Ok(slots.acquire_owned().await.ok())
     }
 
     /// Schedules the configured capacity loss, if any, on the current runtime: after the delay,
@@ -61,5 +94,14 @@ impl Capacity {
                 taken.forget();
             }
         });
+    }
+}
+
+/// One request counted among the waiting until it is dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -1,7 +1,7 @@
 //! The upstream role: a simulated dependency that can really be overloaded and misbehave.
 //!
 //! `GET /upstream?ms=&fail_rate=` takes a slot of `upstream.concurrency` (the rest wait in FIFO
-//! order, so latency grows with load), then, by configured probabilities, resets the connection,
+//! order, so latency grows with load; beyond `upstream.max_waiting` waiting, 503 at once), then, by configured probabilities, resets the connection,
 //! hangs, or waits `ms` (± jitter, plus a tail now and then) on a timer and fails with
 //! `fail_status` at probability `fail_rate`, else answers 200. Defaults come from configuration,
 //! so changing the deployment's values changes its behaviour for every caller.
@@ -19,6 +19,7 @@ mod route;
 use actix_web::web;
 
 pub use capacity::Degrade;
+pub use faults::QuietInjectedResets;
 
 use crate::routes;
 use crate::settings::SimulatorConfig;
@@ -38,7 +39,7 @@ impl Simulator {
     /// Builds the simulator and schedules its capacity loss, if any, on the current runtime.
     pub fn start(config: SimulatorConfig, overrides: OverridePolicy) -> Self {
         let simulator = Self {
-            capacity: Capacity::new(config.concurrency, config.degrade),
+            capacity: Capacity::new(config.concurrency, config.degrade, config.max_waiting),
             config,
             overrides,
         };

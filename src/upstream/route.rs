@@ -41,7 +41,7 @@ pub(crate) async fn upstream(req: HttpRequest, sim: web::Data<Simulator>) -> Htt
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .map(|ms| arrived + Duration::from_millis(ms) + DEADLINE_SLACK);
-    let _slot = match deadline.filter(|_| sim.capacity.is_limited()) {
+    let slot = match deadline.filter(|_| sim.capacity.is_limited()) {
         None => sim.capacity.slot().await,
         Some(deadline) => {
             match tokio::time::timeout_at(deadline.into(), sim.capacity.slot()).await {
@@ -49,6 +49,9 @@ pub(crate) async fn upstream(req: HttpRequest, sim: web::Data<Simulator>) -> Htt
                 Err(_) => return deadline_exceeded(),
             }
         }
+    };
+    let Ok(_slot) = slot else {
+        return over_capacity(&sim);
     };
     if chance(sim.config.faults.reset_rate) {
         return HttpResponse::Ok().body(Reset);
@@ -90,4 +93,14 @@ struct Answer {
 
 fn deadline_exceeded() -> HttpResponse {
     HttpResponse::GatewayTimeout().json(json!({"error": "deadline exceeded"}))
+}
+
+/// 503 at once: every slot busy and `upstream.max_waiting` requests already waiting (with
+/// `Retry-After` when `upstream.retry_after_seconds` is set, as injected failures).
+fn over_capacity(sim: &Simulator) -> HttpResponse {
+    let mut answer = HttpResponse::ServiceUnavailable();
+    if let Some(after) = sim.config.faults.retry_after {
+        answer.insert_header((header::RETRY_AFTER, after.as_secs()));
+    }
+    answer.json(json!({"error": "over capacity"}))
 }

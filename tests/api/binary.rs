@@ -209,3 +209,53 @@ fn the_binary_starts_from_any_directory_on_its_embedded_defaults() {
     let (status, _) = raw_request(app.upstream.unwrap(), "GET", "/upstream?ms=0").unwrap();
     assert_eq!(status, 200);
 }
+
+#[test]
+fn an_injected_reset_leaves_a_debug_line_not_an_error() {
+    use std::io::{BufRead, BufReader};
+    use std::net::SocketAddr;
+    use std::process::Stdio;
+
+    let run = |rust_log: &str| {
+        let mut child = binary()
+            .env("LOAD_SHED__ROLE", "upstream")
+            .env("LOAD_SHED__UPSTREAM__LISTEN", "127.0.0.1:0")
+            .env("LOAD_SHED__UPSTREAM__WORKERS", "1")
+            .env("LOAD_SHED__UPSTREAM__RESET_RATE", "1")
+            .env("LOAD_SHED__SHUTDOWN__DRAIN_DELAY_SECONDS", "0")
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let line = BufReader::new(child.stdout.take().expect("stdout"))
+            .lines()
+            .next()
+            .expect("a listening line")
+            .expect("utf-8");
+        let addr: SocketAddr = line.rsplit("addr=").next().unwrap().parse().unwrap();
+        for _ in 0..5 {
+            // The connection is closed mid-answer: no complete response.
+            assert!(raw_request(addr, "GET", "/upstream?ms=0").is_err());
+        }
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(kill.success());
+        let out = child.wait_with_output().expect("it exits");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // At the default level the five resets leave nothing.
+    let info = run("info");
+    assert!(!info.contains("injected reset"), "{info}");
+    assert!(!info.contains("ERROR"), "{info}");
+    // At debug each is one debug line.
+    let debug = run("debug");
+    let lines: Vec<&str> = debug
+        .lines()
+        .filter(|l| l.contains("injected reset"))
+        .collect();
+    assert_eq!(lines.len(), 5, "{debug}");
+    assert!(lines.iter().all(|l| l.contains("DEBUG")), "{debug}");
+}

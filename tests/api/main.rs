@@ -10,5 +10,6 @@ mod hostile_clients;
 mod http2;
 mod metrics;
 mod retries;
+mod throttle;
 mod upstream;
 mod work;

@@ -333,3 +333,37 @@ async fn a_retry_after_keeps_the_breaker_it_opens_open_that_long() {
     assert_eq!(app.get("/client").await.status, 503);
     assert_eq!(up.requests.load(Ordering::SeqCst), 1);
 }
+
+#[actix_web::test]
+async fn a_throttled_attempt_is_not_retried() {
+    let up = scripted(&[Step::Fail(0)]);
+    let app = api(
+        up.addr,
+        &[
+            ("LOAD_SHED__BREAKER__MODE", "throttle"),
+            ("LOAD_SHED__BREAKER__THROTTLE_MAX_PROBABILITY", "0.95"),
+            ("LOAD_SHED__RETRY__MAX_ATTEMPTS", "3"),
+            ("LOAD_SHED__RETRY__MIN_PER_SECOND", "1000"),
+        ],
+    )
+    .await;
+    let mut throttled = 0;
+    for _ in 0..40 {
+        let before = up.requests.load(Ordering::SeqCst);
+        let r = app.get("/client").await;
+        let calls = up.requests.load(Ordering::SeqCst) - before;
+        match r.status {
+            // Refused at its first attempt: no call, and no retry after it.
+            503 => {
+                assert_eq!(r.json, serde_json::json!({"error": "throttled"}));
+                assert_eq!(calls, 0);
+                throttled += 1;
+            }
+            // Sent, failed, retried while the draws let it: a refused retry ends the request
+            // with the answer it had.
+            502 => assert!((1..=3).contains(&calls), "{calls} calls"),
+            other => panic!("unexpected {other}: {:?}", r.json),
+        }
+    }
+    assert!(throttled >= 20, "{throttled} of 40 throttled");
+}

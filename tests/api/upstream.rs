@@ -66,7 +66,7 @@ mod modes {
 
     use std::time::{Duration, Instant};
 
-    use crate::helpers::{spawn_app, TestApp};
+    use crate::helpers::{spawn_app, spawn_upstream, TestApp};
 
     async fn result(app: &TestApp, label: &str) -> Option<f64> {
         app.metric("upstream_requests_total", &[("result", label)])
@@ -89,6 +89,48 @@ mod modes {
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(390), "{took:?}");
         assert!(took < Duration::from_millis(1000), "{took:?}");
+    }
+
+    #[actix_web::test]
+    async fn beyond_max_waiting_a_request_is_refused_at_once_with_503() {
+        let upstream = spawn_upstream(&[
+            ("LOAD_SHED__UPSTREAM__CONCURRENCY", "1"),
+            ("LOAD_SHED__UPSTREAM__MAX_WAITING", "1"),
+            ("LOAD_SHED__UPSTREAM__LATENCY_MS", "300"),
+            ("LOAD_SHED__UPSTREAM__RETRY_AFTER_SECONDS", "2"),
+        ])
+        .await;
+        let client = awc::Client::default();
+        let url = format!("http://{upstream}/upstream");
+        let call = || async {
+            let started = Instant::now();
+            let res = client.get(&url).send().await.expect("an answer");
+            (
+                res.status().as_u16(),
+                res.headers().get("retry-after").cloned(),
+                started.elapsed(),
+            )
+        };
+        // One runs, one waits; the third finds the line full.
+        let (a, b, c) = futures_util::future::join3(call(), call(), async {
+            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+            call().await
+        })
+        .await;
+        assert_eq!((a.0, b.0), (200, 200));
+        assert!(
+            a.2.max(b.2) >= Duration::from_millis(590),
+            "the second waited"
+        );
+        assert_eq!(c.0, 503);
+        assert!(
+            c.2 < Duration::from_millis(100),
+            "refused at once: {:?}",
+            c.2
+        );
+        assert_eq!(c.1.as_ref().and_then(|v| v.to_str().ok()), Some("2"));
+        // The line empties: a later request is served again.
+        assert_eq!(call().await.0, 200);
     }
 
     #[actix_web::test]
