@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Live end-to-end observability check, on loopback only, bounded in time (about one minute).
 
-1. Starts the load-shed-api binary (role `all`, short breaker pause) and a real Prometheus
-   (own data directory, scrape interval 1 s, job="load-shed-api", namespace and pod labels)
-   with the chart's alert rules loaded.
+1. Starts the load-shed-api binary (role `all`, short breaker pause), a second api under the
+   throttling policy (`breaker.mode = "throttle"`, 2 s window, calling the first one's upstream)
+   so that the throttle panel has series too, and a real Prometheus (own data directory, scrape
+   interval 1 s, job="load-shed-api", namespace and pod labels) with the chart's alert rules loaded.
 2. Drives the seed's walkthrough with `hey`, all at the dependency's default latency (50 ms), as the
    seed does: baseline, trip the breaker with fail_rate=1.0, recover, then overload so the api sheds.
+   The throttling api gets 60 failing calls, one at a time, as the trip begins.
 3. Evaluates through Prometheus's HTTP API every PromQL expression of every dashboard panel
    (Grafana macros and variables substituted), the seed's queries verbatim, and every alert
    expression, and asserts what the walkthrough must show.
@@ -273,8 +275,9 @@ def main():
     picture.parent.mkdir(parents=True, exist_ok=True)
     failures = Checks()
     procs = Processes()
-    api_port, upstream_port, prom_port = free_port(), free_port(), free_port()
+    api_port, upstream_port, prom_port, throttle_port = free_port(), free_port(), free_port(), free_port()
     api = f"http://127.0.0.1:{api_port}"
+    throttling = f"http://127.0.0.1:{throttle_port}"
     try:
         env = {
             "PATH": os.environ.get("PATH", ""),
@@ -287,6 +290,18 @@ def main():
         }
         procs.start("load-shed-api", [args.binary], env=env, log=workdir / "api.log")
         wait_until("the api", lambda: get(f"{api}/healthz")[0] == 200, 20)
+        throttle_env = {
+            "PATH": os.environ.get("PATH", ""),
+            "LOAD_SHED__ROLE": "api",
+            "LOAD_SHED__API__LISTEN": f"127.0.0.1:{throttle_port}",
+            "LOAD_SHED__API__UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}",
+            "LOAD_SHED__BREAKER__MODE": "throttle",
+            "LOAD_SHED__BREAKER__THROTTLE_WINDOW_SECONDS": "2",
+            "LOAD_SHED__SHUTDOWN__GRACE_SECONDS": "2",
+            "RUST_LOG": "warn",
+        }
+        procs.start("load-shed-api (throttle)", [args.binary], env=throttle_env, log=workdir / "throttle.log")
+        wait_until("the throttling api", lambda: get(f"{throttling}/healthz")[0] == 200, 20)
 
         (workdir / "prometheus.yml").write_text(
             json.dumps(
@@ -305,7 +320,15 @@ def main():
                                         "pod": "load-shed-api-local-0",
                                         "service": "load-shed-api",
                                     },
-                                }
+                                },
+                                {
+                                    "targets": [f"127.0.0.1:{throttle_port}"],
+                                    "labels": {
+                                        "namespace": NAMESPACE,
+                                        "pod": "load-shed-api-local-throttle",
+                                        "service": "load-shed-api",
+                                    },
+                                },
                             ],
                         }
                     ],
@@ -335,6 +358,10 @@ def main():
 
         print("phase 2: trip the breaker", flush=True)
         phases.append(("trip", time.time()))
+        throttled = sum(
+            get(f"{throttling}/client?ms=1&fail_rate=1.0")[0] == 503 for _ in range(60)
+        )
+        failures.check(throttled > 0, f"the throttling api refused {throttled} of 60 failing calls")
         run_hey(f"{api}/client?ms=1&fail_rate=1.0", ["-z", "4s", "-c", "10"], hey_log)
         time.sleep(2.5)  # two scrapes
         tripped_at = time.time()
@@ -381,8 +408,14 @@ def main():
         breakdown_expr = next(e for t, e in dashboard_queries() if t == "Upstream results breakdown")
         r = prom.instant(substitute(breakdown_expr, rate_interval), end)
         results = {s["metric"].get("result"): float(s["value"][1]) for s in r["data"]["result"]}
-        for want in ("ok", "error", "breaker_open"):
+        for want in ("ok", "error", "breaker_open", "throttled"):
             failures.check(results.get(want, 0) > 0, f"upstream results breakdown has {want} (got {results.get(want)})")
+
+        peak = prom.value(
+            f'max_over_time(circuit_breaker_rejection_probability{{pod="load-shed-api-local-throttle"}}[{rate_interval}])',
+            end,
+        )
+        failures.check(peak is not None and peak > 0, f"the throttle's rejection probability rose above 0 (got {peak})")
 
         print("the chart's autoscaling query (autoscaling.signal=load), live:", flush=True)
         low = prom.value(load_query, baseline_at)
@@ -417,8 +450,9 @@ def main():
         print(f"ERROR: {e}", file=sys.stderr)
     finally:
         procs.stop_all()
-    api_log = (workdir / "api.log").read_text(errors="replace") if (workdir / "api.log").exists() else ""
-    failures.check("panicked" not in api_log, "no panic in the api's log")
+    for name in ("api.log", "throttle.log"):
+        text = (workdir / name).read_text(errors="replace") if (workdir / name).exists() else ""
+        failures.check("panicked" not in text, f"no panic in {name}")
     if failures:
         print(f"logs in {workdir}")
     failures.finish("observability")

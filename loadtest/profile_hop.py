@@ -13,7 +13,10 @@ Loopback only, bounded (about 2 minutes; callgrind adds about one). Four views, 
      byte, so the memset of actix-http's 96-slot header index array (3 KiB per request parsed,
      about a quarter of the count) weighs far more here than in time.
 
-Usage: cargo build --release && python3 loadtest/profile_hop.py [--binary PATH] [--skip perf,callgrind]
+A feature's cost when turned on: `--env KEY=VALUE` (repeatable) adds configuration, e.g.
+`--env LOAD_SHED__BREAKER__MODE=throttle`.
+
+Usage: cargo build --release && python3 loadtest/profile_hop.py [--binary PATH] [--skip perf,callgrind] [--env K=V]
 Needs: apt-get install -y wrk strace; optional: linux-perf valgrind; oha or hey for step 4.
 """
 
@@ -186,11 +189,19 @@ def main():
     p.add_argument("--binary", type=binary_arg, default=str(ROOT / "target/release/load-shed-api"))
     p.add_argument("--seconds", type=int, default=5, help="per wrk run")
     p.add_argument("--skip", default="", help="comma-separated: perf, callgrind")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="configuration on top of the profile's (repeatable)")
     args = p.parse_args()
+    for pair in args.env:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.startswith("LOAD_SHED"):
+            sys.exit(f"--env {pair!r}: want LOAD_SHED__SECTION__KEY=VALUE")
+        ENV[key] = value
     require_tools(("wrk",), "apt-get install -y wrk")
     skip = set(filter(None, args.skip.split(",")))
     workdir = Path(tempfile.mkdtemp(prefix="load-shed-profile-"))
-    print(f"profile of one hop ({URL_PATH}), role all, binary {args.binary}")
+    extra = "".join(f", {pair}" for pair in args.env)
+    print(f"profile of one hop ({URL_PATH}), role all{extra}, binary {args.binary}")
     svc = start(args.binary, workdir)
     try:
         context_switches(svc, args.seconds)

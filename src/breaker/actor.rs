@@ -103,7 +103,7 @@ impl BreakerActor {
     /// Under a throttling policy: the probability gauge, and the state it reads as (a change of
     /// it counted and logged as a transition).
     fn show_throttling(&mut self) {
-        let Some((p, state)) = self.machine.throttling(Instant::now()) else {
+        let Some((p, state)) = self.machine.throttling(Instant::now(), self.shown) else {
             return;
         };
         self.metrics.rejection_probability(p);

@@ -126,6 +126,32 @@ const HALF_OPEN_RETRY: Duration = Duration::from_secs(1);
 /// How long a caller refused by the throttling policy should wait: the next draw is its own.
 const THROTTLED_RETRY: Duration = Duration::from_secs(1);
 
+/// How far the rejection probability must move past a boundary before the state it reads as
+/// changes, so that noise around 0 or around the cap is not counted as flapping.
+const THROTTLE_DEAD_BAND: f64 = 0.05;
+
+/// The state a throttling policy reads as, with rejection probability `p` under `cap`, having
+/// read as `shown`: Closed while nothing is refused, Open while the cap is reached (`probe_at` is
+/// when a refused caller may try again), HalfOpen between (part of the calls go through). It
+/// leaves Closed once `p` reaches [`THROTTLE_DEAD_BAND`] and comes back only at 0; it leaves
+/// Open once `p` is that far under the cap.
+pub fn throttle_state(shown: State, p: f64, cap: f64, now: Instant) -> State {
+    let open = State::Open {
+        probe_at: now + THROTTLED_RETRY,
+    };
+    if p <= 0.0 {
+        return State::Closed;
+    }
+    if p >= cap {
+        return open;
+    }
+    match shown {
+        State::Closed if p < THROTTLE_DEAD_BAND => State::Closed,
+        State::Open { .. } if p > cap - THROTTLE_DEAD_BAND => open,
+        _ => State::HalfOpen,
+    }
+}
+
 impl CircuitBreaker {
     pub fn new(config: BreakerConfig) -> Self {
         Self {
@@ -164,20 +190,10 @@ impl CircuitBreaker {
     }
 
     /// Under a throttling policy, the probability that a call now is refused, and the state the
-    /// breaker reads as: Closed while it is 0, Open while it is at its cap (`probe_at` is when a
-    /// refused caller may try again), HalfOpen between (part of the calls go through).
-    pub fn throttling(&self, now: Instant) -> Option<(f64, State)> {
+    /// breaker reads as, given the one it read as before (`shown`): see [`throttle_state`].
+    pub fn throttling(&self, now: Instant, shown: State) -> Option<(f64, State)> {
         let (p, cap) = self.policy.rejection_probability(now)?;
-        let state = if p <= 0.0 {
-            State::Closed
-        } else if p >= cap {
-            State::Open {
-                probe_at: now + THROTTLED_RETRY,
-            }
-        } else {
-            State::HalfOpen
-        };
-        Some((p, state))
+        Some((p, throttle_state(shown, p, cap, now)))
     }
 
     /// Asks to let one call through at `now`.
@@ -692,7 +708,7 @@ mod tests {
         });
         let t0 = Instant::now();
         assert!(b.decides_each_call());
-        assert_eq!(b.throttling(t0), Some((0.0, State::Closed)));
+        assert_eq!(b.throttling(t0, State::Closed), Some((0.0, State::Closed)));
         let (mut sent, mut refused) = (0, 0);
         for _ in 0..500 {
             match b.allow(t0) {
@@ -711,19 +727,22 @@ mod tests {
         // Every call fails: P climbs to the 0.8 cap and stays there; about 1 in 5 still goes.
         assert_eq!(b.state(), State::Closed, "the machine itself never opens");
         assert_eq!(b.generation(), 0);
-        let (p, shown) = b.throttling(t0).unwrap();
+        let (p, shown) = b.throttling(t0, State::HalfOpen).unwrap();
         assert!((p - 0.8).abs() < 1e-9, "{p}");
         assert!(matches!(shown, State::Open { .. }));
         assert!((60..=160).contains(&sent), "{sent} sent, {refused} refused");
         // 30 s later the window has forgotten them.
         let later = t0 + Duration::from_secs(30);
-        assert_eq!(b.throttling(later), Some((0.0, State::Closed)));
+        assert_eq!(b.throttling(later, shown), Some((0.0, State::Closed)));
         // An abandoned call's attempt is taken back: it does not count as unaccepted.
         for _ in 0..50 {
             let ticket = b.allow(later).unwrap();
             b.abandon(ticket);
         }
-        assert_eq!(b.throttling(later), Some((0.0, State::Closed)));
+        assert_eq!(
+            b.throttling(later, State::Closed),
+            Some((0.0, State::Closed))
+        );
         // A dependency that accepts 40 calls and fails the rest (an overloaded one): P is
         // (100 - 40/0.95) / 101 = 0.57, between 0 and the cap, so it reads half-open.
         let mut accepted = 0;
@@ -738,9 +757,41 @@ mod tests {
                 b.record(ticket, verdict, Duration::ZERO, later);
             }
         }
-        let (p, shown) = b.throttling(later).unwrap();
+        let (p, shown) = b.throttling(later, State::Closed).unwrap();
         assert!((p - 0.573_215).abs() < 1e-6, "{p}");
         assert_eq!(shown, State::HalfOpen);
+    }
+
+    #[test]
+    fn the_state_a_throttle_reads_as_changes_only_past_a_dead_band() {
+        let now = Instant::now();
+        let open = State::Open {
+            probe_at: now + THROTTLED_RETRY,
+        };
+        for (shown, p, cap, expected) in [
+            (State::Closed, 0.0, 0.8, State::Closed),
+            // A little refused: still closed until 5 %.
+            (State::Closed, 0.03, 0.8, State::Closed),
+            (State::Closed, 0.05, 0.8, State::HalfOpen),
+            (State::Closed, 0.8, 0.8, open),
+            // Half-open goes back to closed only at 0.
+            (State::HalfOpen, 0.01, 0.8, State::HalfOpen),
+            (State::HalfOpen, 0.0, 0.8, State::Closed),
+            (State::HalfOpen, 0.8, 0.8, open),
+            // Open stays open until 5 % under the cap.
+            (open, 0.77, 0.8, open),
+            (open, 0.75, 0.8, State::HalfOpen),
+            (open, 0.0, 0.8, State::Closed),
+            // A cap under the dead band: any refusal is the cap.
+            (State::Closed, 0.02, 0.02, open),
+            (State::Closed, 0.0, 0.0, State::Closed),
+        ] {
+            assert_eq!(
+                throttle_state(shown, p, cap, now),
+                expected,
+                "{shown:?} at {p} (cap {cap})"
+            );
+        }
     }
 
     #[test]
