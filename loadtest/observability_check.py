@@ -2,12 +2,13 @@
 """Live end-to-end observability check, on loopback only, bounded in time (about one minute).
 
 1. Starts the load-shed-api binary (role `all`, short breaker pause), a second api under the
-   throttling policy (`breaker.mode = "throttle"`, 2 s window, calling the first one's upstream)
-   so that the throttle panel has series too, and a real Prometheus (own data directory, scrape
+   throttling policy (`breaker.mode = "throttle"`, 2 s window) and a third in shadow mode
+   (`admission.enforce` and `breaker.enforce` false), both calling the first one's upstream, so
+   that the throttle and shadow panels have series too, and a real Prometheus (own data directory, scrape
    interval 1 s, job="load-shed-api", namespace and pod labels) with the chart's alert rules loaded.
 2. Drives the seed's walkthrough with `hey`, all at the dependency's default latency (50 ms), as the
    seed does: baseline, trip the breaker with fail_rate=1.0, recover, then overload so the api sheds.
-   The throttling api gets 60 failing calls, one at a time, as the trip begins.
+   The throttling and the shadow apis get 60 failing calls each, one at a time, as the trip begins.
 3. Evaluates through Prometheus's HTTP API every PromQL expression of every dashboard panel
    (Grafana macros and variables substituted), the seed's queries verbatim, and every alert
    expression, and asserts what the walkthrough must show.
@@ -63,7 +64,9 @@ SEED_QUERIES = [
     'sum(rate(http_requests_total{job="load-shed-api",path="/client",status="429"}[$__rate_interval]))',
 ]
 
-BREAKER_QUERY = 'max(circuit_breaker_state{job="load-shed-api"})'
+# The walkthrough's own pod (the throttling api beside it has a breaker state of its own).
+WALKTHROUGH_POD = "load-shed-api-local-0"
+BREAKER_QUERY = f'max(circuit_breaker_state{{job="load-shed-api",pod="{WALKTHROUGH_POD}"}})'
 # Series only kube-state-metrics has (the HPA's replicas): none without a cluster; their queries must
 # still evaluate. loadtest/autoscale.py serves them from its HPA controller and checks them with data.
 CLUSTER_ONLY = ("kube_horizontalpodautoscaler_",)
@@ -275,9 +278,11 @@ def main():
     picture.parent.mkdir(parents=True, exist_ok=True)
     failures = Checks()
     procs = Processes()
-    api_port, upstream_port, prom_port, throttle_port = free_port(), free_port(), free_port(), free_port()
+    api_port, upstream_port, prom_port = free_port(), free_port(), free_port()
+    throttle_port, shadow_port = free_port(), free_port()
     api = f"http://127.0.0.1:{api_port}"
     throttling = f"http://127.0.0.1:{throttle_port}"
+    shadowing = f"http://127.0.0.1:{shadow_port}"
     try:
         env = {
             "PATH": os.environ.get("PATH", ""),
@@ -302,6 +307,15 @@ def main():
         }
         procs.start("load-shed-api (throttle)", [args.binary], env=throttle_env, log=workdir / "throttle.log")
         wait_until("the throttling api", lambda: get(f"{throttling}/healthz")[0] == 200, 20)
+        shadow_env = {
+            **throttle_env,
+            "LOAD_SHED__API__LISTEN": f"127.0.0.1:{shadow_port}",
+            "LOAD_SHED__BREAKER__MODE": "consecutive",
+            "LOAD_SHED__BREAKER__ENFORCE": "false",
+            "LOAD_SHED__ADMISSION__ENFORCE": "false",
+        }
+        procs.start("load-shed-api (shadow)", [args.binary], env=shadow_env, log=workdir / "shadow.log")
+        wait_until("the shadow api", lambda: get(f"{shadowing}/healthz")[0] == 200, 20)
 
         (workdir / "prometheus.yml").write_text(
             json.dumps(
@@ -317,7 +331,7 @@ def main():
                                     # What the ServiceMonitor's target would carry.
                                     "labels": {
                                         "namespace": NAMESPACE,
-                                        "pod": "load-shed-api-local-0",
+                                        "pod": WALKTHROUGH_POD,
                                         "service": "load-shed-api",
                                     },
                                 },
@@ -326,6 +340,14 @@ def main():
                                     "labels": {
                                         "namespace": NAMESPACE,
                                         "pod": "load-shed-api-local-throttle",
+                                        "service": "load-shed-api",
+                                    },
+                                },
+                                {
+                                    "targets": [f"127.0.0.1:{shadow_port}"],
+                                    "labels": {
+                                        "namespace": NAMESPACE,
+                                        "pod": "load-shed-api-local-shadow",
                                         "service": "load-shed-api",
                                     },
                                 },
@@ -362,9 +384,15 @@ def main():
             get(f"{throttling}/client?ms=1&fail_rate=1.0")[0] == 503 for _ in range(60)
         )
         failures.check(throttled > 0, f"the throttling api refused {throttled} of 60 failing calls")
+        shadowed = [get(f"{shadowing}/client?ms=1&fail_rate=1.0")[0] for _ in range(60)]
+        failures.check(shadowed == [502] * 60, "the shadow api let every failing call through (60 x 502)")
+        trip_started = time.time()
         run_hey(f"{api}/client?ms=1&fail_rate=1.0", ["-z", "4s", "-c", "10"], hey_log)
         time.sleep(2.5)  # two scrapes
-        tripped_at = time.time()
+        # Read while it is surely open: it opened on the first calls and half-opens after
+        # OPEN_SECONDS (then its probe fails and it opens again, and after the calls stop it
+        # waits half-open, so a reading after the calls could land on either).
+        tripped_at = trip_started + OPEN_SECONDS - 0.5
 
         print(f"phase 3: wait {OPEN_SECONDS} s, then recover", flush=True)
         time.sleep(OPEN_SECONDS)
@@ -417,6 +445,14 @@ def main():
         )
         failures.check(peak is not None and peak > 0, f"the throttle's rejection probability rose above 0 (got {peak})")
 
+        would = prom.value(
+            'circuit_breaker_shadow_rejections_total{pod="load-shed-api-local-shadow"}', end
+        )
+        failures.check(
+            would is not None and would >= 50,
+            f"the shadow breaker counted the calls it would have refused (got {would}; opens after 5 of 60)",
+        )
+
         print("the chart's autoscaling query (autoscaling.signal=load), live:", flush=True)
         low = prom.value(load_query, baseline_at)
         failures.check(low is not None and low < 1, f"{load_query} below 1 at the baseline (got {low})")
@@ -450,7 +486,7 @@ def main():
         print(f"ERROR: {e}", file=sys.stderr)
     finally:
         procs.stop_all()
-    for name in ("api.log", "throttle.log"):
+    for name in ("api.log", "throttle.log", "shadow.log"):
         text = (workdir / name).read_text(errors="replace") if (workdir / name).exists() else ""
         failures.check("panicked" not in text, f"no panic in {name}")
     if failures:

@@ -1,6 +1,7 @@
 //! [`AdmissionHandle`]: what routes hold. It sheds at once, without a message, a request whose
 //! class is already full by the published count; requests that may fit ask the actor, which
-//! decides exactly.
+//! decides exactly. In shadow mode (`admission.enforce = false`) every decision is the same, but a
+//! shed request gets a shadow permit and goes on.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +36,8 @@ impl AdmissionHandle {
         paths: &[&'static str],
         home: &ActorHome,
     ) -> Result<Self, prometheus::Error> {
-        let metrics = AdmissionMetrics::register(metrics, paths)?;
+        let metrics = AdmissionMetrics::register(metrics, paths, config.enforce)?;
+        let shadow_inflight = metrics.shadow_inflight();
         let limit: Box<dyn Limit> = match config.mode {
             AdmissionMode::Static(limits) => Box::new(FixedLimit(limits)),
             AdmissionMode::Adaptive { limiter, fractions } => {
@@ -45,7 +47,7 @@ impl AdmissionHandle {
         let learns = limit.learns();
         let backlog = Backlog::new(config.backlog.size, config.backlog.timeout);
         let slots = home.start_with(|addr| {
-            let slots = Arc::new(Slots::new(addr, limit.current()));
+            let slots = Arc::new(Slots::new(addr, limit.current(), shadow_inflight));
             let actor = AdmissionActor::new(limit, slots.clone(), backlog, metrics.clone());
             (actor, slots)
         });
@@ -78,7 +80,13 @@ impl AdmissionHandle {
         priority: Priority,
     ) -> Result<(), Shed> {
         if !self.slots.has_room(priority) {
-            return Err(self.shed(path, priority));
+            let shed = self.shed(path, priority);
+            // Shadow mode: counted as a would-be shed, and the request goes on.
+            return if self.metrics.enforced() {
+                Err(shed)
+            } else {
+                Ok(())
+            };
         }
         self.metrics.decided(path, priority, Decision::Admitted);
         self.metrics.released(priority);
@@ -87,12 +95,21 @@ impl AdmissionHandle {
 
     /// Admits or sheds one request to `path`. Without a backlog, a class already full by the
     /// in-flight count is shed at once; otherwise the actor decides (and counts), and with a
-    /// backlog a request may wait up to the queue timeout.
+    /// backlog a request may wait up to the queue timeout. In shadow mode a request that would be
+    /// shed (after the same wait) gets a shadow permit instead: it runs, holding no slot.
     pub(crate) async fn acquire(
         &self,
         path: &'static str,
         priority: Priority,
     ) -> Result<Permit, Shed> {
+        match self.decide(path, priority).await {
+            Err(Shed) if !self.metrics.enforced() => Ok(self.slots.shadow_permit()),
+            decided => decided,
+        }
+    }
+
+    /// The decision, as enforcing makes it (counted as a would-be shed in shadow mode).
+    async fn decide(&self, path: &'static str, priority: Priority) -> Result<Permit, Shed> {
         if !self.queued && !self.slots.has_room(priority) {
             return Err(self.shed(path, priority));
         }

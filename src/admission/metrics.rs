@@ -2,7 +2,12 @@
 //! back; the ceilings in force; the backlog's length; the adaptive limiter's latency averages.
 //! Label values come from [`Priority`] and [`Decision`]. The counters a request touches are
 //! resolved once, at start-up, so counting needs no label lookup.
+//!
+//! In shadow mode (`admission.enforce = false`) a shed is not counted as one: it goes to
+//! `admission_shadow_total{reason}`, and the requests that run only because of shadow mode are
+//! `admission_shadow_inflight` (neither series exists otherwise).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
@@ -48,6 +53,18 @@ pub(crate) struct AdmissionMetrics {
     /// The series of `requests` the hot path counts, and `admission_released_total` (permits given
     /// back, by priority: admitted = released + in flight, always), resolved once.
     resolved: Arc<Resolved>,
+    /// Shadow mode's counts (`admission.enforce = false`); `None` when enforcing.
+    shadow: Option<Arc<Shadow>>,
+}
+
+/// What shadow mode counts instead of sheds.
+struct Shadow {
+    /// `admission_shadow_total{reason="capacity"}`.
+    capacity: IntCounter,
+    /// `admission_shadow_inflight`.
+    inflight: IntGauge,
+    /// Would-be sheds per path (for the offered load), as `resolved.decisions`' paths.
+    by_path: Vec<(&'static str, AtomicU64)>,
 }
 
 /// `admission_requests_total` per path, priority and decision (in the order of `ALL`), and
@@ -59,10 +76,31 @@ struct Resolved {
 
 impl AdmissionMetrics {
     /// Registers them, with a zero series for every decision on each of `paths`.
+    /// `enforce: false` (shadow mode) registers the shadow series too.
     pub(crate) fn register(
         metrics: &Metrics,
         paths: &[&'static str],
+        enforce: bool,
     ) -> Result<Self, prometheus::Error> {
+        let shadow = if enforce {
+            None
+        } else {
+            let reasons = metrics.register(IntCounterVec::new(
+                Opts::new(
+                    "admission_shadow_total",
+                    "Shadow mode (admission.enforce = false): requests admission would have shed, by reason; they ran",
+                ),
+                &["reason"],
+            )?)?;
+            Some(Arc::new(Shadow {
+                capacity: reasons.with_label_values(&["capacity"]),
+                inflight: metrics.register(IntGauge::new(
+                    "admission_shadow_inflight",
+                    "Shadow mode: requests in flight that admission would have shed (admission_inflight + this = all in flight)",
+                )?)?,
+                by_path: paths.iter().map(|p| (*p, AtomicU64::new(0))).collect(),
+            }))
+        };
         let requests = metrics.register(IntCounterVec::new(
             Opts::new(
                 "admission_requests_total",
@@ -94,6 +132,7 @@ impl AdmissionMetrics {
         Ok(Self {
             requests,
             resolved,
+            shadow,
             inflight: metrics.register(IntGauge::new(
                 "admission_inflight",
                 "Admitted requests now in flight",
@@ -119,8 +158,20 @@ impl AdmissionMetrics {
         })
     }
 
-    /// Counts one admission decision.
+    /// Whether sheds are enforced (else shadow mode).
+    pub(crate) fn enforced(&self) -> bool {
+        self.shadow.is_none()
+    }
+
+    /// Counts one admission decision; in shadow mode a shed is counted as a would-be shed.
     pub(crate) fn decided(&self, path: &str, priority: Priority, decision: Decision) {
+        if let (Some(shadow), Decision::Shed) = (&self.shadow, decision) {
+            shadow.capacity.inc();
+            if let Some((_, n)) = shadow.by_path.iter().find(|(p, _)| *p == path) {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
         match self.resolved.decisions.iter().find(|(p, _)| *p == path) {
             Some((_, by)) => by[priority.index()][decision.index()].inc(),
             None => self
@@ -130,15 +181,30 @@ impl AdmissionMetrics {
         }
     }
 
-    /// Requests to `path` decided so far (admitted + shed, every priority): the offered load.
+    /// `admission_shadow_inflight`, in shadow mode: what a shadow permit counts itself in.
+    pub(crate) fn shadow_inflight(&self) -> Option<IntGauge> {
+        self.shadow.as_ref().map(|s| s.inflight.clone())
+    }
+
+    /// Requests to `path` decided so far (admitted + shed, every priority, and in shadow mode the
+    /// would-be sheds): the offered load.
     pub(crate) fn decided_total(&self, path: &str) -> u64 {
-        self.resolved
-            .decisions
-            .iter()
-            .filter(|(p, _)| *p == path)
-            .flat_map(|(_, by)| by.iter().flatten())
-            .map(IntCounter::get)
-            .sum()
+        let shadow = self.shadow.as_ref().map_or(0, |s| {
+            s.by_path
+                .iter()
+                .filter(|(p, _)| *p == path)
+                .map(|(_, n)| n.load(Ordering::Relaxed))
+                .sum()
+        });
+        shadow
+            + self
+                .resolved
+                .decisions
+                .iter()
+                .filter(|(p, _)| *p == path)
+                .flat_map(|(_, by)| by.iter().flatten())
+                .map(IntCounter::get)
+                .sum::<u64>()
     }
 
     pub(crate) fn released(&self, priority: Priority) {

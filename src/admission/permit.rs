@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use actix::Addr;
+use prometheus::IntGauge;
 
 use super::actor::{AdmissionActor, Release};
 use super::machine::{Limits, PermitToken, Priority};
@@ -22,14 +23,22 @@ pub(crate) struct Slots {
     inflight: AtomicU32,
     /// The ceilings in force (high, normal, low), as the actor last published them.
     ceilings: [AtomicU32; 3],
+    /// Shadow mode: `admission_shadow_inflight`, the requests that run only because of it.
+    shadow_inflight: Option<IntGauge>,
 }
 
 impl Slots {
-    pub(crate) fn new(addr: Addr<AdmissionActor>, limits: Limits) -> Self {
+    /// `shadow_inflight`: in shadow mode, the gauge shadow permits count themselves in.
+    pub(crate) fn new(
+        addr: Addr<AdmissionActor>,
+        limits: Limits,
+        shadow_inflight: Option<IntGauge>,
+    ) -> Self {
         Self {
             addr,
             inflight: AtomicU32::new(0),
             ceilings: Priority::ALL.map(|p| AtomicU32::new(limits.ceiling(p))),
+            shadow_inflight,
         }
     }
 
@@ -59,10 +68,23 @@ impl Slots {
             slots: self.clone(),
         }
     }
+
+    /// Shadow mode: a permit for a request admission would have shed. It holds no slot, so the
+    /// in-flight count (and every later decision) stays what enforcing would have; it counts
+    /// itself in `admission_shadow_inflight` while held.
+    pub(crate) fn shadow_permit(self: &Arc<Self>) -> Permit {
+        if let Some(gauge) = &self.shadow_inflight {
+            gauge.inc();
+        }
+        Permit {
+            token: None,
+            slots: self.clone(),
+        }
+    }
 }
 
 /// An admitted request's slot, given back when dropped: on success, error, timeout, or when the
-/// client goes away and actix drops the handler.
+/// client goes away and actix drops the handler. A shadow permit (no token) holds no slot.
 pub(crate) struct Permit {
     token: Option<PermitToken>,
     slots: Arc<Slots>,
@@ -73,6 +95,8 @@ impl Drop for Permit {
         if let Some(token) = self.token.take() {
             self.slots.inflight.fetch_sub(1, Ordering::AcqRel);
             self.slots.addr.do_send(Release { token });
+        } else if let Some(gauge) = &self.slots.shadow_inflight {
+            gauge.dec();
         }
     }
 }

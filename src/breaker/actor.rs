@@ -1,13 +1,15 @@
 //! `BreakerActor` owns the [`CircuitBreaker`] and is its only writer: it decides HalfOpen probes,
 //! takes every call's verdict (but the successes it would ignore, see [`BreakerGate::must_send`]),
 //! publishes the [`BreakerGate`] and the breaker metrics. Handlers hold a [`BreakerHandle`]; a call
-//! let through is a [`Pass`] that returns its ticket exactly once.
+//! let through is a [`Pass`] that returns its ticket exactly once. In shadow mode
+//! (`breaker.enforce = false`) a refused call is counted and let through on a shadow ticket.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use prometheus::IntCounter;
 
 use super::gate::{BreakerGate, GateView};
 use super::machine::{CircuitBreaker, Rejected, State, Ticket, Verdict};
@@ -148,6 +150,8 @@ impl Handler<Allow> for BreakerActor {
             let handle = BreakerHandle {
                 addr: ctx.address(),
                 gate: self.gate.clone(),
+                // A pass only returns its ticket; it never decides, so never counts a refusal.
+                shadow: None,
             };
             Pass::new(ticket, Cow::Owned(handle))
         })
@@ -236,6 +240,8 @@ impl Drop for Pass<'_> {
 pub(crate) struct BreakerHandle {
     addr: Addr<BreakerActor>,
     gate: Arc<BreakerGate>,
+    /// Shadow mode: `circuit_breaker_shadow_rejections_total`; `None` when enforcing.
+    shadow: Option<IntCounter>,
 }
 
 impl BreakerHandle {
@@ -247,16 +253,36 @@ impl BreakerHandle {
     ) -> Result<Self, prometheus::Error> {
         let gate = Arc::new(BreakerGate::new());
         let throttling = matches!(config.trip, crate::settings::TripRule::Throttle(_));
+        let shadow = if config.enforce {
+            None
+        } else {
+            Some(metrics.register(IntCounter::new(
+                "circuit_breaker_shadow_rejections_total",
+                "Shadow mode (breaker.enforce = false): calls the breaker would have refused; they went on",
+            )?)?)
+        };
         let metrics = BreakerMetrics::register(metrics, throttling)?;
         let addr = home.start(BreakerActor::new(config, gate.clone(), metrics));
-        Ok(Self { addr, gate })
+        Ok(Self { addr, gate, shadow })
     }
 
-    /// If the published gate says Open, the time until the next probe: a call now would be refused.
+    /// If the published gate says Open, the time until the next probe: a call now would be
+    /// refused (never in shadow mode, where it would go on).
     pub(crate) fn refusing(&self) -> Option<Duration> {
         match self.gate.view(Instant::now()) {
-            GateView::Open { retry_after } => Some(retry_after),
+            GateView::Open { retry_after } if self.shadow.is_none() => Some(retry_after),
             _ => None,
+        }
+    }
+
+    /// A refusal: answered, or in shadow mode counted and turned into a pass on a shadow ticket.
+    fn refused(&self, rejected: Rejected) -> Result<Pass<'_>, Rejected> {
+        match &self.shadow {
+            None => Err(rejected),
+            Some(counter) => {
+                counter.inc();
+                Ok(Pass::new(Ticket::shadow(), Cow::Borrowed(self)))
+            }
         }
     }
 
@@ -265,7 +291,8 @@ impl BreakerHandle {
     /// first: a retry right after a failure sees the breaker that failure may have opened.
     pub(crate) async fn allow_after_verdicts(&self) -> Result<Pass<'_>, Rejected> {
         match self.addr.send(Allow).await {
-            Ok(decision) => decision,
+            Ok(Ok(pass)) => Ok(pass),
+            Ok(Err(rejected)) => self.refused(rejected),
             // The actor is gone (shutting down): refuse rather than call unguarded.
             Err(_) => Err(Rejected::open(Duration::from_secs(1))),
         }
@@ -278,7 +305,7 @@ impl BreakerHandle {
             GateView::Closed { generation } => {
                 Ok(Pass::new(Ticket::closed(generation), Cow::Borrowed(self)))
             }
-            GateView::Open { retry_after } => Err(Rejected::open(retry_after)),
+            GateView::Open { retry_after } => self.refused(Rejected::open(retry_after)),
             GateView::AskActor => self.allow_after_verdicts().await,
         }
     }

@@ -301,6 +301,7 @@ mod verdicts_left_out {
     fn world(trip: TripRule) -> World {
         let world = World {
             machine: CircuitBreaker::new(BreakerConfig {
+                enforce: true,
                 max_open: Duration::ZERO,
                 trip,
                 open_for: OPEN_FOR,

@@ -67,6 +67,17 @@ impl Ticket {
         self.probe
     }
 
+    /// Shadow mode (`breaker.enforce = false`): a ticket for a call the breaker refused but lets
+    /// go on. Its generation is never the breaker's, so its verdict changes nothing (the breaker
+    /// runs on the calls it would have let through, as when enforcing).
+    pub(crate) fn shadow() -> Self {
+        Self {
+            generation: u64::MAX,
+            probe: false,
+            sent: None,
+        }
+    }
+
     /// Whether the breaker must hear of this ticket even without a verdict (the caller went
     /// away): a probe's slot, or a throttled policy's attempt, to take back.
     pub fn must_return(&self) -> bool {
@@ -333,6 +344,7 @@ mod tests {
 
     fn breaker(probes: u32) -> CircuitBreaker {
         CircuitBreaker::new(BreakerConfig {
+            enforce: true,
             trip: TripRule::Consecutive {
                 threshold: THRESHOLD,
             },
@@ -472,6 +484,7 @@ mod tests {
     #[test]
     fn a_retry_after_longer_than_the_pause_stretches_it_up_to_max_open() {
         let config = |max_open| BreakerConfig {
+            enforce: true,
             trip: TripRule::Consecutive {
                 threshold: THRESHOLD,
             },
@@ -591,6 +604,7 @@ mod tests {
 
     fn rate_breaker(size: u32, minimum_calls: u32, slow_ms: u64) -> CircuitBreaker {
         CircuitBreaker::new(BreakerConfig {
+            enforce: true,
             trip: TripRule::FailureRate(RateWindow {
                 size,
                 minimum_calls,
@@ -695,6 +709,7 @@ mod tests {
     fn under_the_throttle_policy_it_never_opens_and_refuses_a_share_marked_throttled() {
         use crate::settings::ThrottleParams;
         let mut b = CircuitBreaker::new(BreakerConfig {
+            enforce: true,
             trip: TripRule::Throttle(ThrottleParams {
                 window: Duration::from_secs(30),
                 success_rate: 0.95,
@@ -887,6 +902,7 @@ mod tests {
             ms in 0u64..400,
         ) {
             let mut b = CircuitBreaker::new(BreakerConfig {
+                enforce: true,
                 trip,
                 open_for: OPEN_FOR,
                 max_open: Duration::ZERO,
@@ -917,6 +933,7 @@ mod tests {
             ops in proptest::collection::vec(op(), 1..200),
         ) {
             let mut b = CircuitBreaker::new(BreakerConfig {
+                enforce: true,
                 trip,
                 open_for: OPEN_FOR,
                 max_open: Duration::ZERO,

@@ -14,6 +14,9 @@ use crate::admission::{Fractions, Limits};
 pub(crate) struct AdmissionConfig {
     pub mode: AdmissionMode,
     pub backlog: BacklogConfig,
+    /// Whether sheds are enforced (`admission.enforce`); `false` is shadow mode: a request that
+    /// would be shed goes on, counted, outside the in-flight count enforcing would have.
+    pub enforce: bool,
 }
 
 impl AdmissionConfig {
@@ -95,6 +98,7 @@ pub(super) struct RawAdmission {
     low_fraction: f64,
     queue_size: u32,
     queue_timeout_ms: u64,
+    enforce: bool,
 }
 
 /// `admission.mode`, before its parameters are attached.
@@ -178,6 +182,7 @@ impl TryFrom<RawAdmission> for AdmissionConfig {
                 size: count(a.queue_size.into()),
                 timeout: Duration::from_millis(a.queue_timeout_ms),
             },
+            enforce: a.enforce,
         })
     }
 }

@@ -18,6 +18,9 @@ pub struct BreakerConfig {
     pub half_open_probes: u32,
     /// The longest a dependency's `Retry-After` may stretch `open_for` (zero: never).
     pub max_open: Duration,
+    /// Whether refusals are enforced (`breaker.enforce`); `false` is shadow mode: the breaker
+    /// decides as ever, counts what it would refuse, and lets the call go on.
+    pub enforce: bool,
 }
 
 /// What opens a Closed breaker, with its parameters (`breaker.mode`).
@@ -69,6 +72,7 @@ pub(super) struct RawBreaker {
     open_seconds: u64,
     half_open_probes: u32,
     max_open_seconds: u64,
+    enforce: bool,
     mode: String,
     window_size: u32,
     minimum_calls: u32,
@@ -150,6 +154,7 @@ impl TryFrom<RawBreaker> for BreakerConfig {
             open_for: Duration::from_secs(b.open_seconds),
             half_open_probes: b.half_open_probes,
             max_open: Duration::from_secs(b.max_open_seconds),
+            enforce: b.enforce,
         })
     }
 }

@@ -10,6 +10,7 @@ mod hostile_clients;
 mod http2;
 mod metrics;
 mod retries;
+mod shadow;
 mod throttle;
 mod upstream;
 mod work;
