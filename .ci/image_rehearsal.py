@@ -177,6 +177,10 @@ def run_container(name, deployment, configmaps, services):
         env_vars.update(configmaps[source["configMapRef"]["name"]])
     for var in container.get("env", []):
         env_vars[var["name"]] = var["value"]
+    if name == "upstream":
+        # Pods have a loopback each; these containers share the host's: the upstream's admin
+        # listener moves aside so the api's gets the chart's address.
+        env_vars["LOAD_SHED__ADMIN__LISTEN"] = "127.0.0.1:9902"
     argv = [
         "podman",
         "run",
@@ -298,6 +302,28 @@ def main():
             r.returncode == 0,
             f"helm test's command `{' '.join(check_container['args'])}` exits 0: "
             + " | ".join((r.stdout + r.stderr).strip().splitlines()[-3:]),
+        )
+
+        # The kill switch as `kubectl exec deploy/<release>-load-shed-api -- /load-shed-api admin ...`
+        # runs it: the binary in the distroless image (no shell, no curl) talks to its admin listener.
+        api_port = deployments["api"]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+
+        def admin(*args):
+            return sh("podman", "exec", "rehearsal-api", "/load-shed-api", "admin", *args, check=False, timeout=30)
+
+        r = admin("breaker", "force-open", "--for", "5m")
+        checks.check(
+            r.returncode == 0 and "force_open" in r.stdout,
+            f"podman exec rehearsal-api /load-shed-api admin breaker force-open --for 5m exits {r.returncode}: "
+            + (r.stdout + r.stderr).strip()[-200:],
+        )
+        status = get(f"http://127.0.0.1:{api_port}/client", timeout=5)[0]
+        checks.check(status == 503, f"held open, /client answers 503 (got {status})")
+        r = admin("breaker", "auto")
+        status = get(f"http://127.0.0.1:{api_port}/client", timeout=5)[0]
+        checks.check(
+            r.returncode == 0 and status == 200,
+            f"admin breaker auto exits {r.returncode}, then /client answers 200 (got {status})",
         )
 
         # The api first, as Kubernetes would in any order; each must drain and exit 0 in time.

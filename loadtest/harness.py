@@ -113,6 +113,16 @@ def get(url, timeout=5):
         return e.code, e.read().decode()
 
 
+def post(url, timeout=5):
+    """(status, body text) of a POST without a body; an HTTP error status is an answer."""
+    request = urllib.request.Request(url, data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
 class NotUp(RuntimeError):
     """A process that exited, or never answered, while we waited for it."""
 

@@ -43,6 +43,7 @@ from harness import (
     default_binary,
     free_port,
     get,
+    post,
     require_tools,
     scaled_object,
     spawn,
@@ -279,7 +280,7 @@ def main():
     failures = Checks()
     procs = Processes()
     api_port, upstream_port, prom_port = free_port(), free_port(), free_port()
-    throttle_port, shadow_port = free_port(), free_port()
+    throttle_port, shadow_port, shadow_admin_port = free_port(), free_port(), free_port()
     api = f"http://127.0.0.1:{api_port}"
     throttling = f"http://127.0.0.1:{throttle_port}"
     shadowing = f"http://127.0.0.1:{shadow_port}"
@@ -313,6 +314,7 @@ def main():
             "LOAD_SHED__BREAKER__MODE": "consecutive",
             "LOAD_SHED__BREAKER__ENFORCE": "false",
             "LOAD_SHED__ADMISSION__ENFORCE": "false",
+            "LOAD_SHED__ADMIN__LISTEN": f"127.0.0.1:{shadow_admin_port}",
         }
         procs.start("load-shed-api (shadow)", [args.binary], env=shadow_env, log=workdir / "shadow.log")
         wait_until("the shadow api", lambda: get(f"{shadowing}/healthz")[0] == 200, 20)
@@ -386,6 +388,9 @@ def main():
         failures.check(throttled > 0, f"the throttling api refused {throttled} of 60 failing calls")
         shadowed = [get(f"{shadowing}/client?ms=1&fail_rate=1.0")[0] for _ in range(60)]
         failures.check(shadowed == [502] * 60, "the shadow api let every failing call through (60 x 502)")
+        # An operator's override, through the admin listener, so the overrides panel has a series.
+        status, _ = post(f"http://127.0.0.1:{shadow_admin_port}/admin/breaker?mode=force-closed&for=1h")
+        failures.check(status == 200, f"the shadow api's breaker held closed through its admin listener ({status})")
         trip_started = time.time()
         run_hey(f"{api}/client?ms=1&fail_rate=1.0", ["-z", "4s", "-c", "10"], hey_log)
         time.sleep(2.5)  # two scrapes
@@ -445,6 +450,8 @@ def main():
         )
         failures.check(peak is not None and peak > 0, f"the throttle's rejection probability rose above 0 (got {peak})")
 
+        held = prom.value('admin_override{pod="load-shed-api-local-shadow",kind="force_closed"}', end)
+        failures.check(held == 1.0, f"admin_override shows the override held (got {held})")
         would = prom.value(
             'circuit_breaker_shadow_rejections_total{pod="load-shed-api-local-shadow"}', end
         )

@@ -34,6 +34,7 @@
 )]
 
 mod actor_home;
+pub mod admin;
 mod admission;
 mod api;
 pub mod autoscaling;

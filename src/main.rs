@@ -11,7 +11,8 @@ use load_shed_api::startup::{Application, Signal};
 use load_shed_api::QuietInjectedResets;
 
 const USAGE: &str = "usage: load-shed-api            serve the configured role (LOAD_SHED__ROLE)
-       load-shed-api check [URL]  probe a running api: /healthz then /client (default http://127.0.0.1:8080)";
+       load-shed-api check [URL]  probe a running api: /healthz then /client (default http://127.0.0.1:8080)
+       load-shed-api admin ...    talk to the admin listener (load-shed-api admin --help)";
 
 /// mimalloc instead of glibc's malloc, because a hop allocates and frees many small blocks and
 /// mimalloc does that with fewer instructions; `no_thp`, because transparent huge pages under its
@@ -30,6 +31,11 @@ fn main() -> ExitCode {
         [] => serve(),
         ["check"] => check("http://127.0.0.1:8080"),
         ["check", url] => check(url),
+        ["admin", "-h" | "--help" | "help"] => {
+            println!("{}", load_shed_api::admin::cli::USAGE);
+            ExitCode::SUCCESS
+        }
+        ["admin", rest @ ..] => admin(rest),
         ["-h" | "--help" | "help"] => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -100,6 +106,24 @@ fn shutdown_signal() -> impl std::future::Future<Output = Signal> {
                 let _ = tokio::signal::ctrl_c().await;
                 Signal::Interrupt
             }
+        }
+    }
+}
+
+fn admin(args: &[&str]) -> ExitCode {
+    use load_shed_api::admin::cli::{run, Failed};
+    match run(args) {
+        Ok(body) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(Failed::Usage(why)) => {
+            eprintln!("{why}");
+            ExitCode::from(2)
+        }
+        Err(Failed::Request(why)) => {
+            eprintln!("{why}");
+            ExitCode::FAILURE
         }
     }
 }

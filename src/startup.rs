@@ -11,6 +11,7 @@ use actix_web::{web, App, HttpServer};
 use actix_web_prom::PrometheusMetrics;
 
 use crate::actor_home::ActorHome;
+use crate::admin::{self, Admin};
 use crate::api::{self, ApiState};
 use crate::metrics::Metrics;
 use crate::routes::{self, Readiness};
@@ -43,6 +44,8 @@ struct Bound {
 pub struct Application {
     api: Option<Bound>,
     upstream: Option<Bound>,
+    /// The admin listener (`admin.listen`), if configured and bound.
+    admin: Option<Bound>,
     readiness: Readiness,
     /// `[shutdown]`: how long the listeners keep serving, unready, after SIGTERM (the grace time
     /// is the servers' own).
@@ -86,6 +89,7 @@ impl Application {
             None
         };
 
+        let mut api_state = None;
         let api = if settings.role.serves_api() {
             // In `all` the api calls the upstream listener of this same process.
             let mut api = settings.api.clone();
@@ -97,6 +101,7 @@ impl Application {
             let state = web::Data::new(
                 ApiState::start(settings, api, &shared.metrics, &home).map_err(io::Error::other)?,
             );
+            api_state = Some(state.clone());
             let connect_timeout = settings.timeouts.connect;
             Some(bind(
                 settings.api.listen,
@@ -115,9 +120,12 @@ impl Application {
             None
         };
 
+        let admin = bind_admin(settings, api_state)?;
+
         Ok(Self {
             api,
             upstream,
+            admin,
             readiness: shared.readiness,
             shutdown: settings.shutdown,
         })
@@ -131,6 +139,11 @@ impl Application {
         self.upstream.as_ref().map(|b| b.addr)
     }
 
+    /// Where the admin listener listens, if it does.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|b| b.addr)
+    }
+
     /// Serves until `shutdown` completes, then drains: readiness off (and, on
     /// [`Signal::Terminate`], the drain delay while the listeners still serve), then the api stops
     /// accepting and finishes in-flight requests within the grace time, then the upstream does the
@@ -138,6 +151,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = Signal>) -> io::Result<()> {
         let api = self.api.map(start);
         let upstream = self.upstream.map(start);
+        let admin = self.admin.map(start);
         let signal = shutdown.await;
         self.readiness.start_draining();
         if signal == Signal::Terminate && !self.shutdown.drain_delay.is_zero() {
@@ -148,7 +162,7 @@ impl Application {
             actix_web::rt::time::sleep(self.shutdown.drain_delay).await;
         }
         log::info!("draining");
-        for (handle, task) in [api, upstream].into_iter().flatten() {
+        for (handle, task) in [api, upstream, admin].into_iter().flatten() {
             handle.stop(true).await;
             match task.await {
                 Ok(result) => result?,
@@ -202,6 +216,51 @@ where
         addr,
         server: server.listen(listener)?.run(),
     })
+}
+
+/// Binds the admin listener (`admin.listen`), one worker, outside the HTTP metrics. The built-in
+/// default address already taken (a second process on this host) is not fatal: the process starts
+/// without one and says so. Any other address must bind.
+fn bind_admin(settings: &Settings, api: Option<web::Data<ApiState>>) -> io::Result<Option<Bound>> {
+    let Some(listen) = settings.admin.listen else {
+        return Ok(None);
+    };
+    let listener = match TcpListener::bind(listen) {
+        Ok(listener) => listener,
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && settings.admin.default_listen => {
+            log::warn!(
+                "admin listener not started: {listen} is taken (another load-shed-api on this host?); set admin.listen (LOAD_SHED__ADMIN__LISTEN) to another address, or \"\" to say none"
+            );
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("admin.listen {listen}: {e}"),
+            ))
+        }
+    };
+    let addr = listener.local_addr()?;
+    let state = web::Data::new(Admin {
+        role: settings.role.name(),
+        api,
+        settings: settings.admin.clone(),
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(admin::configure)
+            .default_service(web::to(routes::not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .client_request_timeout(settings.server.client_request_timeout)
+    .max_connections(64)
+    .listen(listener)?
+    .run();
+    log::info!("admin listener on {addr}");
+    Ok(Some(Bound { addr, server }))
 }
 
 fn start(

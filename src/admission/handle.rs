@@ -125,6 +125,21 @@ impl AdmissionHandle {
         }
     }
 
+    /// Admission as `GET /admin/state` shows it.
+    pub(crate) fn view(&self) -> AdmissionView {
+        let (ceilings, inflight) = self.slots.published();
+        AdmissionView {
+            limits: Priority::ALL
+                .iter()
+                .map(|p| (p.as_str(), ceilings[p.index()]))
+                .collect(),
+            inflight,
+            shadow_inflight: self.slots.shadow_running(),
+            queued: self.metrics.queued_now(),
+            enforced: self.metrics.enforced(),
+        }
+    }
+
     /// Requests to `path` decided so far, admitted or shed (for the autoscaling signal).
     pub(crate) fn offered(&self, path: &str) -> u64 {
         self.metrics.decided_total(path)
@@ -135,4 +150,18 @@ impl AdmissionHandle {
         self.metrics.decided(path, priority, Decision::Shed);
         Shed
     }
+}
+
+/// Admission as `GET /admin/state` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct AdmissionView {
+    /// The ceiling in force per priority.
+    pub limits: std::collections::BTreeMap<&'static str, u32>,
+    /// Admitted and in flight (what the ceilings are compared with).
+    pub inflight: u32,
+    /// Shadow mode: running only because of it.
+    pub shadow_inflight: i64,
+    /// Waiting in the backlog.
+    pub queued: i64,
+    pub enforced: bool,
 }

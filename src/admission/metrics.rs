@@ -211,6 +211,11 @@ impl AdmissionMetrics {
         self.resolved.released[priority.index()].inc();
     }
 
+    /// Requests waiting in the backlog now.
+    pub(crate) fn queued_now(&self) -> i64 {
+        self.queued.get()
+    }
+
     /// The counts now: admitted and in flight, waiting in the backlog.
     pub(crate) fn counts(&self, inflight: u32, queued: usize) {
         self.inflight.set(i64::from(inflight));

@@ -22,7 +22,7 @@ mod machine;
 mod metrics;
 mod permit;
 
-pub(crate) use handle::AdmissionHandle;
+pub(crate) use handle::{AdmissionHandle, AdmissionView};
 pub(crate) use machine::Fractions;
 pub use machine::{Admission, Limits, PermitToken, Priority, Shed};
 pub(crate) use permit::Permit;

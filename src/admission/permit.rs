@@ -53,6 +53,19 @@ impl Slots {
         }
     }
 
+    /// The ceilings published (high, normal, low) and the in-flight count, as handlers see them.
+    pub(crate) fn published(&self) -> ([u32; 3], u32) {
+        (
+            Priority::ALL.map(|p| self.ceilings[p.index()].load(Ordering::Acquire)),
+            self.inflight.load(Ordering::Acquire),
+        )
+    }
+
+    /// Requests running only because of shadow mode (0 when enforcing).
+    pub(crate) fn shadow_running(&self) -> i64 {
+        self.shadow_inflight.as_ref().map_or(0, IntGauge::get)
+    }
+
     /// Whether a request of `priority` fits under its ceiling by the published count.
     pub(crate) fn has_room(&self, priority: Priority) -> bool {
         self.inflight.load(Ordering::Acquire)

@@ -89,12 +89,41 @@ impl ApiState {
             metrics: metrics.clone(),
             upstream_metrics,
             admission,
-            breaker: BreakerHandle::start(settings.breaker, metrics, home)?,
+            breaker: BreakerHandle::start(
+                settings.breaker,
+                metrics,
+                home,
+                metrics.register(prometheus::IntGaugeVec::new(
+                    prometheus::Opts::new(
+                        "admin_override",
+                        "1 while an operator's override is held (POST /admin/...), by component and kind",
+                    ),
+                    &["component", "kind"],
+                )?)?,
+            )?,
             api,
             timeouts: settings.timeouts,
             overrides: settings.overrides,
             retries: Retries::new(settings.retry, RetryMetrics::register(metrics)?),
         })
+    }
+
+    /// The breaker, for the admin listener.
+    pub(crate) fn breaker(&self) -> &BreakerHandle {
+        &self.breaker
+    }
+
+    /// Admission as the admin listener shows it.
+    pub(crate) fn admission_view(&self) -> crate::admission::AdmissionView {
+        self.admission.view()
+    }
+
+    /// Retry tokens left, when retries are on.
+    pub(crate) fn retry_budget_left(&self) -> Option<f64> {
+        self.retries
+            .config
+            .enabled()
+            .then(|| self.retries.budget_left())
     }
 
     /// Admits or sheds (the decision is counted by the admission layer).

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntGaugeVec};
+use serde::Serialize;
 
 use super::gate::{BreakerGate, GateView};
 use super::machine::{CircuitBreaker, Rejected, State, Ticket, Verdict};
@@ -42,6 +43,75 @@ pub(crate) struct Record {
     pub asked_wait: Option<Duration>,
 }
 
+/// What an operator holds the breaker in (`POST /admin/breaker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Forced {
+    /// Every call refused (503 with `Retry-After`) until released.
+    Open,
+    /// Every call let through; the breaker still runs, on the calls it would let through.
+    Closed,
+}
+
+impl Forced {
+    /// The `kind` label of `admin_override`, and the word the state and the log use.
+    pub(crate) fn kind(self) -> &'static str {
+        match self {
+            Forced::Open => "force_open",
+            Forced::Closed => "force_closed",
+        }
+    }
+}
+
+/// Holds the breaker in `forced` (for `hold_for`, or until released), or releases it (`None`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetOverride {
+    pub forced: Option<Forced>,
+    pub hold_for: Option<Duration>,
+    /// Who asked (the caller's address), for the log and the state.
+    pub by: String,
+}
+
+/// Asks for the breaker as `GET /admin/state` shows it.
+#[derive(Message)]
+#[rtype(result = "BreakerView")]
+pub(crate) struct Snapshot;
+
+/// The breaker, as `GET /admin/state` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct BreakerView {
+    /// What the breaker itself reads as (under an override too): closed, open, half_open.
+    pub state: &'static str,
+    /// Why it last changed, and how long ago.
+    pub reason: String,
+    pub changed_seconds_ago: f64,
+    /// The trip policy's failure and slow-call shares; the throttle's probability.
+    pub failure_rate: f64,
+    pub slow_call_rate: f64,
+    pub rejection_probability: Option<f64>,
+    /// The operator's override, if one is held.
+    #[serde(rename = "override")]
+    pub held: Option<OverrideView>,
+}
+
+/// An override as the state shows it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct OverrideView {
+    pub kind: &'static str,
+    pub by: String,
+    pub held_seconds: f64,
+    /// Seconds until it lifts by itself (`None`: held until released).
+    pub expires_in_seconds: Option<f64>,
+}
+
+/// An override in force.
+struct Held {
+    forced: Forced,
+    by: String,
+    since: Instant,
+    until: Option<Instant>,
+}
+
 /// A call that ended without a verdict (its client went away): frees a probe slot.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -55,16 +125,53 @@ pub(crate) struct BreakerActor {
     metrics: BreakerMetrics,
     /// The state a throttling policy last read as (the machine itself stays Closed).
     shown: State,
+    /// `breaker.open_seconds`: the `Retry-After` of a call refused by a held force-open.
+    open_for: Duration,
+    /// The operator's override, if held; bumped on every change so a stale expiry does nothing.
+    held: Option<Held>,
+    overrides: u64,
+    /// `admin_override{component,kind}`.
+    override_gauge: IntGaugeVec,
+    /// When the state last changed, and why (for `GET /admin/state`).
+    last_change: (Instant, String),
 }
 
 impl BreakerActor {
-    fn new(config: BreakerConfig, gate: Arc<BreakerGate>, metrics: BreakerMetrics) -> Self {
+    fn new(
+        config: BreakerConfig,
+        gate: Arc<BreakerGate>,
+        metrics: BreakerMetrics,
+        override_gauge: IntGaugeVec,
+    ) -> Self {
         Self {
             machine: CircuitBreaker::new(config),
             gate,
             metrics,
             shown: State::Closed,
+            open_for: config.open_for,
+            held: None,
+            overrides: 0,
+            override_gauge,
+            last_change: (Instant::now(), "started closed".to_string()),
         }
+    }
+
+    /// Lifts the override held (`why` for the log), if any.
+    fn lift(&mut self, why: &str) {
+        if let Some(held) = self.held.take() {
+            let _ = self
+                .override_gauge
+                .remove_label_values(&["breaker", held.forced.kind()]);
+            log::warn!(
+                "admin: breaker {} lifted ({why}); the breaker decides again",
+                held.forced.kind()
+            );
+            self.last_change = (
+                Instant::now(),
+                format!("{} lifted ({why})", held.forced.kind()),
+            );
+        }
+        self.publish();
     }
 
     /// The trip policy's window, as gauges (0 under the consecutive rule).
@@ -75,10 +182,11 @@ impl BreakerActor {
     /// Publishes the machine to the gate: state and generation, and whether a success would
     /// change nothing.
     fn publish(&self) {
+        // Under an override every call asks the actor, which answers as the override says.
         self.gate.publish(
             self.machine.generation(),
             self.machine.state(),
-            self.machine.decides_each_call(),
+            self.machine.decides_each_call() || self.held.is_some(),
         );
         self.gate
             .settle(self.machine.success_changes_nothing(), false);
@@ -90,6 +198,12 @@ impl BreakerActor {
         self.publish();
         self.metrics.entered(state);
         log::warn!("circuit breaker is now {}", metrics::label(state));
+        let reason = match state {
+            State::Open { .. } => "opened: the trip policy fired, or a probe failed",
+            State::HalfOpen => "half-open: the open pause is over",
+            State::Closed => "closed: the probes succeeded",
+        };
+        self.last_change = (Instant::now(), reason.to_string());
         if let State::Open { probe_at } = state {
             let wait = probe_at.saturating_duration_since(Instant::now());
             ctx.run_later(wait, |act, ctx| {
@@ -112,6 +226,10 @@ impl BreakerActor {
         if metrics::label(state) != metrics::label(self.shown) {
             self.shown = state;
             self.metrics.entered(state);
+            self.last_change = (
+                Instant::now(),
+                format!("throttle refusing {:.0} % of calls", p * 100.0),
+            );
             log::warn!(
                 "circuit breaker (throttle) is now {}: refusing {:.0} % of calls",
                 metrics::label(state),
@@ -139,8 +257,25 @@ impl Handler<Allow> for BreakerActor {
     type Result = Result<Pass<'static>, Rejected>;
 
     fn handle(&mut self, _: Allow, ctx: &mut Self::Context) -> Self::Result {
+        let now = Instant::now();
+        if let Some(Held {
+            forced: Forced::Open,
+            until,
+            ..
+        }) = &self.held
+        {
+            let wait = until.map_or(self.open_for, |u| u.saturating_duration_since(now));
+            return Err(Rejected::open(wait.min(self.open_for)));
+        }
+        let forced_closed = self.held.is_some();
         let generation = self.machine.generation();
-        let decision = self.machine.allow(Instant::now());
+        let decision = self.machine.allow(now);
+        // Held closed: a call the breaker refuses goes on with a ticket it ignores, so it keeps
+        // running on the calls it would let through (and shows the state it would be in).
+        let decision = match decision {
+            Err(_) if forced_closed => Ok(Ticket::shadow()),
+            decided => decided,
+        };
         if self.machine.generation() != generation {
             self.changed(ctx);
         }
@@ -177,6 +312,80 @@ impl Handler<Record> for BreakerActor {
         );
         self.publish_rates();
         self.show_throttling();
+    }
+}
+
+impl Handler<SetOverride> for BreakerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetOverride, ctx: &mut Self::Context) {
+        self.overrides += 1;
+        let Some(forced) = msg.forced else {
+            self.lift(&format!("released by {}", msg.by));
+            return;
+        };
+        if let Some(old) = self.held.take() {
+            let _ = self
+                .override_gauge
+                .remove_label_values(&["breaker", old.forced.kind()]);
+        }
+        let now = Instant::now();
+        log::warn!(
+            "admin: breaker {} {} by {}",
+            forced.kind(),
+            msg.hold_for
+                .map_or("until released".to_string(), |d| format!("for {d:?}")),
+            msg.by
+        );
+        self.override_gauge
+            .with_label_values(&["breaker", forced.kind()])
+            .set(1);
+        self.last_change = (now, format!("{} by {}", forced.kind(), msg.by));
+        self.held = Some(Held {
+            forced,
+            by: msg.by,
+            since: now,
+            until: msg.hold_for.map(|d| now + d),
+        });
+        if let Some(hold_for) = msg.hold_for {
+            let this = self.overrides;
+            ctx.run_later(hold_for, move |act, _| {
+                if act.overrides == this {
+                    act.lift("expired");
+                }
+            });
+        }
+        self.publish();
+    }
+}
+
+impl Handler<Snapshot> for BreakerActor {
+    type Result = MessageResult<Snapshot>;
+
+    fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> Self::Result {
+        let now = Instant::now();
+        let throttling = self.machine.throttling(now, self.shown);
+        let state = match throttling {
+            Some((_, shown)) => shown,
+            None => self.machine.state(),
+        };
+        let (failure_rate, slow_call_rate) = self.machine.rates();
+        MessageResult(BreakerView {
+            state: metrics::label(state),
+            reason: self.last_change.1.clone(),
+            changed_seconds_ago: now.duration_since(self.last_change.0).as_secs_f64(),
+            failure_rate,
+            slow_call_rate,
+            rejection_probability: throttling.map(|(p, _)| p),
+            held: self.held.as_ref().map(|h| OverrideView {
+                kind: h.forced.kind(),
+                by: h.by.clone(),
+                held_seconds: now.duration_since(h.since).as_secs_f64(),
+                expires_in_seconds: h
+                    .until
+                    .map(|u| u.saturating_duration_since(now).as_secs_f64()),
+            }),
+        })
     }
 }
 
@@ -246,10 +455,12 @@ pub(crate) struct BreakerHandle {
 
 impl BreakerHandle {
     /// Registers the breaker's metrics and creates the one `BreakerActor`, which starts in `home`.
+    /// `override_gauge`: `admin_override{component,kind}`, set while an override is held.
     pub(crate) fn start(
         config: BreakerConfig,
         metrics: &Metrics,
         home: &ActorHome,
+        override_gauge: IntGaugeVec,
     ) -> Result<Self, prometheus::Error> {
         let gate = Arc::new(BreakerGate::new());
         let throttling = matches!(config.trip, crate::settings::TripRule::Throttle(_));
@@ -262,8 +473,29 @@ impl BreakerHandle {
             )?)?)
         };
         let metrics = BreakerMetrics::register(metrics, throttling)?;
-        let addr = home.start(BreakerActor::new(config, gate.clone(), metrics));
+        let addr = home.start(BreakerActor::new(
+            config,
+            gate.clone(),
+            metrics,
+            override_gauge,
+        ));
         Ok(Self { addr, gate, shadow })
+    }
+
+    /// Holds or releases an operator's override; resolves once the actor has applied it (or
+    /// with an error when the actor is gone).
+    pub(crate) async fn set_override(&self, request: SetOverride) -> Result<(), MailboxError> {
+        self.addr.send(request).await
+    }
+
+    /// The breaker as `GET /admin/state` shows it.
+    pub(crate) async fn snapshot(&self) -> Result<BreakerView, MailboxError> {
+        self.addr.send(Snapshot).await
+    }
+
+    /// Whether calls it would refuse go on (shadow mode, `breaker.enforce = false`).
+    pub(crate) fn shadowing(&self) -> bool {
+        self.shadow.is_some()
     }
 
     /// If the published gate says Open, the time until the next probe: a call now would be

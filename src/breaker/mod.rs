@@ -22,5 +22,5 @@ mod policy;
 mod throttle;
 
 pub use crate::settings::{BreakerConfig, RateWindow, ThrottleParams, TripRule};
-pub(crate) use actor::BreakerHandle;
+pub(crate) use actor::{BreakerHandle, Forced, SetOverride};
 pub use machine::{CircuitBreaker, Rejected, State, Ticket, Verdict};

@@ -46,6 +46,16 @@ pub(crate) struct Retries {
 }
 
 impl Retries {
+    /// Retry tokens left now (for `GET /admin/state`).
+    pub(crate) fn budget_left(&self) -> f64 {
+        let mut budget = self
+            .budget
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        budget.expire(Instant::now());
+        budget.balance()
+    }
+
     pub(crate) fn new(config: RetryConfig, metrics: RetryMetrics) -> Self {
         let budget = RetryBudget::new(config.budget, Instant::now());
         metrics.remaining(budget.balance());

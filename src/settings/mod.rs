@@ -7,8 +7,9 @@
 //! - [`loader`]: the layered sources and the check for unknown variables.
 //! - [`rules`]: [`ConfigError`] and the range, probability and choice rules.
 //! - one file per section: [`api`], [`upstream`], [`timeouts`], [`breaker`], [`admission`],
-//!   [`retry`], [`server`], [`shutdown`].
+//!   [`retry`], [`server`], [`shutdown`], [`admin`].
 
+mod admin;
 mod admission;
 mod api;
 mod breaker;
@@ -24,6 +25,7 @@ use serde::Deserialize;
 
 pub use rules::ConfigError;
 
+pub(crate) use admin::AdminSettings;
 pub(crate) use admission::{AdmissionConfig, AdmissionMode, GradientConfig};
 pub(crate) use api::ApiSettings;
 pub use breaker::{BreakerConfig, RateWindow, ThrottleParams, TripRule};
@@ -52,6 +54,15 @@ impl Role {
     pub(crate) fn serves_upstream(self) -> bool {
         matches!(self, Role::Upstream | Role::All)
     }
+
+    /// As `role` spells it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Role::Api => "api",
+            Role::Upstream => "upstream",
+            Role::All => "all",
+        }
+    }
 }
 
 /// The whole configuration of a process, valid by construction.
@@ -68,6 +79,7 @@ pub struct Settings {
     pub(crate) retry: RetryConfig,
     pub(crate) server: ServerSettings,
     pub(crate) shutdown: ShutdownSettings,
+    pub(crate) admin: AdminSettings,
 }
 
 /// The raw shape of the files and environment, before any rule is checked.
@@ -83,6 +95,7 @@ struct RawSettings {
     retry: retry::RawRetry,
     server: server::RawServer,
     shutdown: shutdown::RawShutdown,
+    admin: admin::RawAdmin,
 }
 
 impl TryFrom<RawSettings> for Settings {
@@ -117,6 +130,7 @@ impl TryFrom<RawSettings> for Settings {
             retry: raw.retry.try_into()?,
             shutdown: raw.shutdown.try_into()?,
             server: raw.server.try_into()?,
+            admin: raw.admin.try_into()?,
         })
     }
 }

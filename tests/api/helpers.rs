@@ -12,6 +12,8 @@ use load_shed_api::startup::Application;
 pub struct TestApp {
     pub api: SocketAddr,
     pub upstream: Option<SocketAddr>,
+    /// The admin listener (on a port of its own; `LOAD_SHED__ADMIN__LISTEN=""` turns it off).
+    pub admin: Option<SocketAddr>,
     pub client: awc::Client,
 }
 
@@ -32,16 +34,19 @@ pub async fn spawn_app(env: &[(&str, &str)]) -> TestApp {
         ("LOAD_SHED__API__WORKERS", "1"),
         ("LOAD_SHED__UPSTREAM__WORKERS", "1"),
         ("LOAD_SHED__SHUTDOWN__GRACE_SECONDS", "1"),
+        ("LOAD_SHED__ADMIN__LISTEN", "127.0.0.1:0"),
     ];
     pairs.extend_from_slice(env);
     let settings = Settings::from_env_pairs(&pairs).expect("test settings are valid");
     let app = Application::build(&settings).expect("the app binds");
     let api = app.api_addr().expect("an api listener");
     let upstream = app.upstream_addr();
+    let admin = app.admin_addr();
     actix_web::rt::spawn(app.run_until_stopped(std::future::pending()));
     TestApp {
         api,
         upstream,
+        admin,
         client: awc::Client::builder()
             .timeout(Duration::from_secs(15))
             .finish(),

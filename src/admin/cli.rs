@@ -1,0 +1,146 @@
+//! `load-shed-api admin ...`: the admin listener's calls from the binary itself, so that
+//! `kubectl exec deploy/<release>-load-shed-api -- /load-shed-api admin breaker force-open` works
+//! in the distroless image (no shell, no curl). The address and token come from the configuration
+//! (`admin.listen`, `admin.token`); `--addr HOST:PORT` overrides the address.
+//!
+//! Exit codes: 0 done (the answer's JSON on stdout); 1 the listener refused, was unreachable or
+//! answered an error; 2 a usage mistake, or no admin listener configured.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::settings::Settings;
+
+pub const USAGE: &str = "usage: load-shed-api admin [--addr HOST:PORT] state
+       load-shed-api admin [--addr HOST:PORT] breaker force-open|force-closed [--for 30s|10m|2h]
+       load-shed-api admin [--addr HOST:PORT] breaker auto";
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the command failed, with its exit code.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failed {
+    /// Exit 2: a usage mistake, or no listener to talk to.
+    Usage(String),
+    /// Exit 1: refused, unreachable, or an error answer.
+    Request(String),
+}
+
+/// What the arguments ask for: method and path.
+fn request_for(args: &[&str]) -> Result<(&'static str, String), Failed> {
+    let usage = |why: &str| Failed::Usage(format!("{why}\n{USAGE}"));
+    match args {
+        ["state"] => Ok(("GET", "/admin/state".into())),
+        ["breaker", mode @ ("force-open" | "force-closed")] => {
+            Ok(("POST", format!("/admin/breaker?mode={mode}")))
+        }
+        ["breaker", mode @ ("force-open" | "force-closed"), "--for", hold] => {
+            super::parse_hold(hold).map_err(|e| usage(&e))?;
+            Ok(("POST", format!("/admin/breaker?mode={mode}&for={hold}")))
+        }
+        ["breaker", "auto"] => Ok(("POST", "/admin/breaker?mode=auto".into())),
+        [] => Err(usage("admin: what to do?")),
+        _ => Err(usage(&format!(
+            "admin: unknown command {:?}",
+            args.join(" ")
+        ))),
+    }
+}
+
+/// Runs `load-shed-api admin <args>`; returns the answer's body.
+pub fn run(args: &[&str]) -> Result<String, Failed> {
+    let (addr, rest) = match args {
+        ["--addr", addr, rest @ ..] => (Some(*addr), rest),
+        rest => (None, rest),
+    };
+    let (method, path) = request_for(rest)?;
+    let settings = Settings::load().map_err(|e| Failed::Usage(e.to_string()))?;
+    let target = match addr {
+        Some(addr) => addr.to_string(),
+        None => settings
+            .admin
+            .listen
+            .map(|a| reachable(a).to_string())
+            .ok_or_else(|| {
+                Failed::Usage(
+                    "admin: the admin listener is off (admin.listen = \"\"): pass --addr HOST:PORT"
+                        .into(),
+                )
+            })?,
+    };
+    send(&target, method, &path, settings.admin.token.as_deref())
+}
+
+/// A listen address as a client reaches it: unspecified becomes loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; the body of a 2xx answer.
+fn send(authority: &str, method: &str, path: &str, token: Option<&str>) -> Result<String, Failed> {
+    let fail = |e: std::io::Error| Failed::Request(format!("admin: {authority}: {e}"));
+    let addr = authority
+        .to_socket_addrs()
+        .map_err(fail)?
+        .next()
+        .ok_or_else(|| Failed::Request(format!("admin: {authority}: no address")))?;
+    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(fail)?;
+    stream.set_read_timeout(Some(TIMEOUT)).map_err(fail)?;
+    stream.set_write_timeout(Some(TIMEOUT)).map_err(fail)?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(fail)?;
+    let mut raw = Vec::new();
+    stream.take(1 << 20).read_to_end(&mut raw).map_err(fail)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Failed::Request(format!("admin: {authority}: not an HTTP answer")))?;
+    if (200..300).contains(&status) {
+        Ok(body.trim().to_string())
+    } else {
+        Err(Failed::Request(format!("admin: {status} {}", body.trim())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_verb_is_one_request_and_anything_else_a_usage_error() {
+        assert_eq!(
+            request_for(&["state"]),
+            Ok(("GET", "/admin/state".to_string()))
+        );
+        assert_eq!(
+            request_for(&["breaker", "force-open", "--for", "10m"]),
+            Ok(("POST", "/admin/breaker?mode=force-open&for=10m".to_string()))
+        );
+        assert_eq!(
+            request_for(&["breaker", "auto"]),
+            Ok(("POST", "/admin/breaker?mode=auto".to_string()))
+        );
+        for bad in [
+            &[][..],
+            &["frobnicate"][..],
+            &["breaker"][..],
+            &["breaker", "open"][..],
+            &["breaker", "auto", "--for", "1m"][..],
+            &["breaker", "force-open", "--for", "forever"][..],
+        ] {
+            assert!(matches!(request_for(bad), Err(Failed::Usage(_))), "{bad:?}");
+        }
+    }
+}

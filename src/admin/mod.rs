@@ -1,0 +1,260 @@
+//! The admin listener (`admin.listen`, `127.0.0.1:9901` by default, `""` = off): its own port in
+//! every role, never on the chart's Service. An operator reads the service's state and holds the
+//! breaker open (a kill switch) or closed:
+//!
+//! - `GET /admin/state`: role; the breaker's state, why and when it last changed, the override
+//!   held; admission's limits, in-flight count, backlog and shadow count; the retry budget left.
+//! - `POST /admin/breaker?mode=force-open|force-closed|auto[&for=30m]`: holds or releases the
+//!   breaker (`for`: 1 s to 24 h, then it lifts by itself). Answers the breaker's new state.
+//!
+//! Overrides are held in memory: a restart loses them, as Envoy's runtime admin values. Each is
+//! logged with the caller's address and shown as `admin_override{component,kind}` = 1 while held.
+//! With `admin.token` every request must carry `Authorization: Bearer <token>` (compared in
+//! constant time, never logged). [`cli`] is `load-shed-api admin ...`, the same calls from the
+//! binary itself (the distroless image has no curl).
+
+pub mod cli;
+
+use std::time::Duration;
+
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use crate::api::ApiState;
+use crate::breaker::{Forced, SetOverride};
+use crate::routes;
+use crate::settings::AdminSettings;
+
+/// What the admin listener's workers share.
+pub(crate) struct Admin {
+    pub role: &'static str,
+    /// The api's state (`None` in role `upstream`, which has no breaker or admission).
+    pub api: Option<web::Data<ApiState>>,
+    /// `[admin]`: the token every request must carry, if set.
+    pub settings: AdminSettings,
+}
+
+/// The longest body an admin request may carry (none is read; a larger one is refused).
+const MAX_BODY: u64 = 1024;
+
+/// The longest an override may be held with `for`.
+const MAX_HOLD: Duration = Duration::from_secs(24 * 3600);
+
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/admin/state")
+            .route(web::get().to(state))
+            .default_service(web::to(routes::method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/breaker")
+            .route(web::post().to(breaker))
+            .default_service(web::to(routes::method_not_allowed)),
+    );
+}
+
+fn error(status: actix_web::http::StatusCode, message: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status).json(json!({"error": message.into()}))
+}
+
+/// Whether `presented` equals `expected`, in time that does not depend on where they differ.
+fn same(presented: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u8::from(presented.len() != expected.len());
+    for (i, b) in expected.iter().enumerate() {
+        diff |= b ^ presented.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+/// The checks every admin request passes first: the token, if one is set, and no body. Returns
+/// the answer to a request that fails them.
+fn refusal(req: &HttpRequest, admin: &Admin) -> Option<HttpResponse> {
+    if let Some(token) = &admin.settings.token {
+        let presented = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        if !same(presented, token.as_bytes()) {
+            return Some(
+                HttpResponse::Unauthorized()
+                    .insert_header(("www-authenticate", "Bearer"))
+                    .json(json!({"error": "missing or wrong bearer token (admin.token)"})),
+            );
+        }
+    }
+    let length = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    if length > MAX_BODY || req.headers().contains_key("transfer-encoding") {
+        return Some(error(
+            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "admin requests carry no body",
+        ));
+    }
+    None
+}
+
+/// The caller, for the log and the state.
+fn caller(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map_or_else(|| "an unknown address".to_string(), |a| a.to_string())
+}
+
+async fn state(req: HttpRequest, admin: web::Data<Admin>) -> HttpResponse {
+    if let Some(refused) = refusal(&req, &admin) {
+        return refused;
+    }
+    let Some(api) = &admin.api else {
+        return HttpResponse::Ok().json(json!({"role": admin.role}));
+    };
+    let breaker = match api.breaker().snapshot().await {
+        Ok(view) => json!({"enforced": !api.breaker().shadowing(), "view": view}),
+        Err(_) => json!({"error": "the breaker is stopping"}),
+    };
+    HttpResponse::Ok().json(json!({
+        "role": admin.role,
+        "breaker": breaker,
+        "admission": api.admission_view(),
+        "retry_budget_left": api.retry_budget_left(),
+        "overrides_note": "held in memory: a restart loses them",
+    }))
+}
+
+/// `POST /admin/breaker?mode=force-open|force-closed|auto[&for=30m]`.
+async fn breaker(req: HttpRequest, admin: web::Data<Admin>) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    if let Some(refused) = refusal(&req, &admin) {
+        return refused;
+    }
+    let (mode, hold_for) = match breaker_params(req.query_string()) {
+        Ok(parsed) => parsed,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    let Some(api) = &admin.api else {
+        return error(
+            StatusCode::CONFLICT,
+            format!("this process has no breaker (role {})", admin.role),
+        );
+    };
+    let request = SetOverride {
+        forced: mode,
+        hold_for,
+        by: caller(&req),
+    };
+    if api.breaker().set_override(request).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the breaker is stopping");
+    }
+    match api.breaker().snapshot().await {
+        Ok(view) => HttpResponse::Ok().json(view),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the breaker is stopping"),
+    }
+}
+
+/// `mode` (required) and `for` (optional, not with `auto`), each at most once, nothing else.
+fn breaker_params(query: &str) -> Result<(Option<Forced>, Option<Duration>), String> {
+    let (mut mode, mut hold_for) = (None, None);
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "mode" if mode.is_none() => {
+                mode = Some(match value.as_ref() {
+                    "force-open" => Some(Forced::Open),
+                    "force-closed" => Some(Forced::Closed),
+                    "auto" => None,
+                    other => {
+                        return Err(format!(
+                            "mode must be force-open, force-closed or auto, got {other:?}"
+                        ))
+                    }
+                })
+            }
+            "for" if hold_for.is_none() => hold_for = Some(parse_hold(&value)?),
+            "mode" | "for" => return Err(format!("{key} given twice")),
+            other => return Err(format!("unknown parameter {other:?} (mode, for)")),
+        }
+    }
+    let mode = mode.ok_or("mode is required: force-open, force-closed or auto")?;
+    if mode.is_none() && hold_for.is_some() {
+        return Err("for goes with force-open or force-closed, not auto".into());
+    }
+    Ok((mode, hold_for))
+}
+
+/// `30s`, `10m`, `2h`: 1 s to 24 h.
+pub(crate) fn parse_hold(text: &str) -> Result<Duration, String> {
+    let bad =
+        || format!("for must be a whole number of s, m or h between 1s and 24h, got {text:?}");
+    let split = text.len().checked_sub(1).ok_or_else(bad)?;
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        _ => None,
+    }
+    .ok_or_else(bad)?;
+    let hold = Duration::from_secs(seconds);
+    if hold.is_zero() || hold > MAX_HOLD {
+        return Err(bad());
+    }
+    Ok(hold)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_times_are_whole_seconds_minutes_or_hours_from_1s_to_24h() {
+        assert_eq!(parse_hold("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_hold("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_hold("24h"), Ok(Duration::from_secs(86_400)));
+        for bad in [
+            "",
+            "s",
+            "0s",
+            "25h",
+            "1441m",
+            "10",
+            "1.5h",
+            "-1m",
+            "10d",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_hold(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn breaker_parameters_are_checked_before_anything_changes() {
+        assert_eq!(
+            breaker_params("mode=force-open&for=5m"),
+            Ok((Some(Forced::Open), Some(Duration::from_secs(300))))
+        );
+        assert_eq!(breaker_params("mode=auto"), Ok((None, None)));
+        for bad in [
+            "",
+            "mode=open",
+            "mode=auto&for=5m",
+            "mode=force-open&mode=auto",
+            "mode=force-open&for=1m&for=2m",
+            "mode=force-open&who=me",
+        ] {
+            assert!(breaker_params(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_compare_equal_only_when_equal() {
+        assert!(same(b"0123456789abcdef", b"0123456789abcdef"));
+        assert!(!same(b"0123456789abcdeg", b"0123456789abcdef"));
+        assert!(!same(b"0123456789abcde", b"0123456789abcdef"));
+        assert!(!same(b"0123456789abcdef0", b"0123456789abcdef"));
+        assert!(!same(b"", b"0123456789abcdef"));
+    }
+}
