@@ -15,7 +15,7 @@ pub fn run(base: &str) -> Result<Vec<String>, String> {
         .trim_end_matches('/');
     let mut lines = Vec::new();
     for path in ["/healthz", "/client"] {
-        let (status, body) = get(authority, path)?;
+        let (status, body) = request(authority, "GET", path, None)?;
         let line = format!("GET {path} -> {status} {}", body.trim());
         if status != 200 {
             return Err(line);
@@ -25,9 +25,15 @@ pub fn run(base: &str) -> Result<Vec<String>, String> {
     Ok(lines)
 }
 
-/// One HTTP/1.1 GET with `Connection: close`; returns status and body.
-fn get(authority: &str, path: &str) -> Result<(u16, String), String> {
-    let fail = |e: std::io::Error| format!("GET http://{authority}{path}: {e}");
+/// One HTTP/1.1 request without a body and with `Connection: close` (and `Authorization: Bearer
+/// <token>` when given); returns status and body. Shared with `load-shed-api admin`.
+pub(crate) fn request(
+    authority: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(u16, String), String> {
+    let fail = |e: std::io::Error| format!("{method} http://{authority}{path}: {e}");
     let addr = authority
         .to_socket_addrs()
         .map_err(fail)?
@@ -36,9 +42,10 @@ fn get(authority: &str, path: &str) -> Result<(u16, String), String> {
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(fail)?;
     stream.set_read_timeout(Some(TIMEOUT)).map_err(fail)?;
     stream.set_write_timeout(Some(TIMEOUT)).map_err(fail)?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .map_err(fail)?;
     let mut raw = Vec::new();
@@ -49,6 +56,6 @@ fn get(authority: &str, path: &str) -> Result<(u16, String), String> {
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("GET http://{authority}{path}: not an HTTP response"))?;
+        .ok_or_else(|| format!("{method} http://{authority}{path}: not an HTTP response"))?;
     Ok((status, body.to_string()))
 }

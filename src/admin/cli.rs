@@ -6,17 +6,13 @@
 //! Exit codes: 0 done (the answer's JSON on stdout); 1 the listener refused, was unreachable or
 //! answered an error; 2 a usage mistake, or no admin listener configured.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use crate::settings::Settings;
 
 pub const USAGE: &str = "usage: load-shed-api admin [--addr HOST:PORT] state
        load-shed-api admin [--addr HOST:PORT] breaker force-open|force-closed [--for 30s|10m|2h]
        load-shed-api admin [--addr HOST:PORT] breaker auto";
-
-const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the command failed, with its exit code.
 #[derive(Debug, PartialEq, Eq)]
@@ -81,32 +77,10 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// One HTTP/1.1 request with `Connection: close`; the body of a 2xx answer.
+/// One request to the admin listener; the body of a 2xx answer.
 fn send(authority: &str, method: &str, path: &str, token: Option<&str>) -> Result<String, Failed> {
-    let fail = |e: std::io::Error| Failed::Request(format!("admin: {authority}: {e}"));
-    let addr = authority
-        .to_socket_addrs()
-        .map_err(fail)?
-        .next()
-        .ok_or_else(|| Failed::Request(format!("admin: {authority}: no address")))?;
-    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(fail)?;
-    stream.set_read_timeout(Some(TIMEOUT)).map_err(fail)?;
-    stream.set_write_timeout(Some(TIMEOUT)).map_err(fail)?;
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(fail)?;
-    let mut raw = Vec::new();
-    stream.take(1 << 20).read_to_end(&mut raw).map_err(fail)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Failed::Request(format!("admin: {authority}: not an HTTP answer")))?;
+    let (status, body) = crate::check::request(authority, method, path, token)
+        .map_err(|e| Failed::Request(format!("admin: {e}")))?;
     if (200..300).contains(&status) {
         Ok(body.trim().to_string())
     } else {
