@@ -12,7 +12,9 @@ use crate::settings::Settings;
 
 pub const USAGE: &str = "usage: load-shed-api admin [--addr HOST:PORT] state
        load-shed-api admin [--addr HOST:PORT] breaker force-open|force-closed [--for 30s|10m|2h]
-       load-shed-api admin [--addr HOST:PORT] breaker auto";
+       load-shed-api admin [--addr HOST:PORT] breaker auto
+       load-shed-api admin [--addr HOST:PORT] limit N [--for 30s|10m|2h]
+       load-shed-api admin [--addr HOST:PORT] limit auto";
 
 /// Why the command failed, with its exit code.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,6 +38,17 @@ fn request_for(args: &[&str]) -> Result<(&'static str, String), Failed> {
             Ok(("POST", format!("/admin/breaker?mode={mode}&for={hold}")))
         }
         ["breaker", "auto"] => Ok(("POST", "/admin/breaker?mode=auto".into())),
+        ["limit", "auto"] => Ok(("POST", "/admin/admission/limit?value=auto".into())),
+        ["limit", n] if n.parse::<u32>().is_ok() => {
+            Ok(("POST", format!("/admin/admission/limit?value={n}")))
+        }
+        ["limit", n, "--for", hold] if n.parse::<u32>().is_ok() => {
+            super::parse_hold(hold).map_err(|e| usage(&e))?;
+            Ok((
+                "POST",
+                format!("/admin/admission/limit?value={n}&for={hold}"),
+            ))
+        }
         [] => Err(usage("admin: what to do?")),
         _ => Err(usage(&format!(
             "admin: unknown command {:?}",
@@ -106,6 +119,14 @@ mod tests {
             request_for(&["breaker", "auto"]),
             Ok(("POST", "/admin/breaker?mode=auto".to_string()))
         );
+        assert_eq!(
+            request_for(&["limit", "40", "--for", "5m"]),
+            Ok(("POST", "/admin/admission/limit?value=40&for=5m".to_string()))
+        );
+        assert_eq!(
+            request_for(&["limit", "auto"]),
+            Ok(("POST", "/admin/admission/limit?value=auto".to_string()))
+        );
         for bad in [
             &[][..],
             &["frobnicate"][..],
@@ -113,6 +134,9 @@ mod tests {
             &["breaker", "open"][..],
             &["breaker", "auto", "--for", "1m"][..],
             &["breaker", "force-open", "--for", "forever"][..],
+            &["limit"][..],
+            &["limit", "forty"][..],
+            &["limit", "auto", "--for", "1m"][..],
         ] {
             assert!(matches!(request_for(bad), Err(Failed::Usage(_))), "{bad:?}");
         }

@@ -6,6 +6,8 @@
 //!   held; admission's limits, in-flight count, backlog and shadow count; the retry budget left.
 //! - `POST /admin/breaker?mode=force-open|force-closed|auto[&for=30m]`: holds or releases the
 //!   breaker (`for`: 1 s to 24 h, then it lifts by itself). Answers the breaker's new state.
+//! - `POST /admin/admission/limit?value=40|auto[&for=30m]`: pins the limit in force (3 to
+//!   100000; the lower classes keep their shares), or hands it back. Answers admission's state.
 //!
 //! Overrides are held in memory: a restart loses them, as Envoy's runtime admin values. Each is
 //! logged with the caller's address and shown as `admin_override{component,kind}` = 1 while held.
@@ -21,6 +23,7 @@ use actix_web::http::header::AUTHORIZATION;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
+use crate::admission::SetPin;
 use crate::api::ApiState;
 use crate::breaker::{Forced, SetOverride};
 use crate::routes;
@@ -50,6 +53,11 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/admin/breaker")
             .route(web::post().to(breaker))
+            .default_service(web::to(routes::method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/admission/limit")
+            .route(web::post().to(limit))
             .default_service(web::to(routes::method_not_allowed)),
     );
 }
@@ -155,6 +163,66 @@ async fn breaker(req: HttpRequest, admin: web::Data<Admin>) -> HttpResponse {
     }
 }
 
+/// `POST /admin/admission/limit?value=N|auto[&for=30m]`.
+async fn limit(req: HttpRequest, admin: web::Data<Admin>) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    if let Some(refused) = refusal(&req, &admin) {
+        return refused;
+    }
+    let (value, hold_for) = match limit_params(req.query_string()) {
+        Ok(parsed) => parsed,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    let Some(api) = &admin.api else {
+        return error(
+            StatusCode::CONFLICT,
+            format!("this process has no admission (role {})", admin.role),
+        );
+    };
+    let request = SetPin {
+        limit: value,
+        hold_for,
+        by: caller(&req),
+    };
+    if api.admission().set_pin(request).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "admission is stopping");
+    }
+    HttpResponse::Ok().json(api.admission_view())
+}
+
+/// The limit a pin may hold: at least 3 (so that low < normal < high), at most the configured range.
+const PIN_RANGE: std::ops::RangeInclusive<u32> = 3..=100_000;
+
+/// `value` (required: a limit or `auto`) and `for` (optional, not with `auto`), each once.
+fn limit_params(query: &str) -> Result<(Option<u32>, Option<Duration>), String> {
+    let (mut value, mut hold_for) = (None, None);
+    for (key, v) in form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "value" if value.is_none() => {
+                value = Some(match v.as_ref() {
+                    "auto" => None,
+                    n => Some(
+                        n.parse::<u32>()
+                            .ok()
+                            .filter(|n| PIN_RANGE.contains(n))
+                            .ok_or_else(|| {
+                                format!("value must be auto or a limit from 3 to 100000, got {n:?}")
+                            })?,
+                    ),
+                })
+            }
+            "for" if hold_for.is_none() => hold_for = Some(parse_hold(&v)?),
+            "value" | "for" => return Err(format!("{key} given twice")),
+            other => return Err(format!("unknown parameter {other:?} (value, for)")),
+        }
+    }
+    let value = value.ok_or("value is required: a limit from 3 to 100000, or auto")?;
+    if value.is_none() && hold_for.is_some() {
+        return Err("for goes with a limit, not auto".into());
+    }
+    Ok((value, hold_for))
+}
+
 /// `mode` (required) and `for` (optional, not with `auto`), each at most once, nothing else.
 fn breaker_params(query: &str) -> Result<(Option<Forced>, Option<Duration>), String> {
     let (mut mode, mut hold_for) = (None, None);
@@ -246,6 +314,28 @@ mod tests {
             "mode=force-open&who=me",
         ] {
             assert!(breaker_params(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn limit_parameters_are_checked_before_anything_changes() {
+        assert_eq!(limit_params("value=40"), Ok((Some(40), None)));
+        assert_eq!(
+            limit_params("value=10&for=30s"),
+            Ok((Some(10), Some(Duration::from_secs(30))))
+        );
+        assert_eq!(limit_params("value=auto"), Ok((None, None)));
+        for bad in [
+            "",
+            "value=2",
+            "value=100001",
+            "value=-1",
+            "value=ten",
+            "value=auto&for=1m",
+            "value=5&value=6",
+            "value=5&limit=6",
+        ] {
+            assert!(limit_params(bad).is_err(), "{bad:?}");
         }
     }
 

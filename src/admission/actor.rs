@@ -2,16 +2,18 @@
 //! makes every admission decision that is not a plain "full" (those [`super::AdmissionHandle`]
 //! makes from the published count). Each decision it makes is counted in [`AdmissionActor::decide`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use prometheus::IntGaugeVec;
+use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::adaptive::CallSample;
 use super::backlog::Backlog;
 use super::limit::Limit;
-use super::machine::{Admission, PermitToken, Priority, Shed};
+use super::machine::{Admission, Fractions, Limits, PermitToken, Priority, Shed};
 use super::metrics::{AdmissionMetrics, Decision};
 use super::permit::{Permit, Slots};
 
@@ -44,6 +46,39 @@ pub(crate) struct Sample {
     pub timed_out: bool,
 }
 
+/// Pins the limit in force to `limit` (for `hold_for`, or until released), or hands it back to
+/// the configured limit (`None`): `POST /admin/admission/limit`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetPin {
+    pub limit: Option<u32>,
+    pub hold_for: Option<Duration>,
+    /// Who asked (the caller's address), for the log and the state.
+    pub by: String,
+}
+
+/// A pinned limit, as `GET /admin/state` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PinView {
+    pub limit: u32,
+    pub by: String,
+    /// When it was set, and when it lifts (`None`: held until released).
+    #[serde(skip)]
+    pub since: Instant,
+    #[serde(skip)]
+    pub until: Option<Instant>,
+}
+
+/// What the actor publishes of its pin, for the admin state (written only by the actor).
+pub(crate) type PublishedPin = Arc<Mutex<Option<PinView>>>;
+
+/// What a pin needs from the configuration: the classes' shares of the limit, and the gauge.
+pub(crate) struct Pinning {
+    pub fractions: Fractions,
+    pub gauge: IntGaugeVec,
+    pub published: PublishedPin,
+}
+
 /// Gives one slot back.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -64,6 +99,12 @@ pub(crate) struct AdmissionActor {
     /// Requests waiting for a slot (`admission.queue_size`; empty and unused when 0).
     backlog: Backlog<Waiting>,
     metrics: AdmissionMetrics,
+    /// An operator's pinned limit (`POST /admin/admission/limit`): while held, the configured
+    /// limit keeps learning but is not in force.
+    pinned: Option<Limits>,
+    /// Bumped on every pin change, so a stale expiry does nothing.
+    pins: u64,
+    pinning: Pinning,
 }
 
 impl AdmissionActor {
@@ -72,6 +113,7 @@ impl AdmissionActor {
         slots: Arc<Slots>,
         backlog: Backlog<Waiting>,
         metrics: AdmissionMetrics,
+        pinning: Pinning,
     ) -> Self {
         Self {
             machine: Admission::new(limit.current()),
@@ -79,6 +121,34 @@ impl AdmissionActor {
             slots,
             backlog,
             metrics,
+            pinned: None,
+            pins: 0,
+            pinning,
+        }
+    }
+
+    /// The limits in force become `limits`: published, and the backlog served under them.
+    fn enforce_limits(&mut self, limits: Limits) {
+        self.machine.set_limits(limits);
+        self.publish_limits();
+        self.serve_backlog();
+    }
+
+    /// Hands the limit back to the configured one (`why` for the log), if pinned.
+    fn unpin(&mut self, why: &str) {
+        if self.pinned.take().is_some() {
+            let _ = self
+                .pinning
+                .gauge
+                .remove_label_values(&["admission", "limit"]);
+            *self
+                .pinning
+                .published
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            log::warn!("admin: admission limit back to the configured one ({why})");
+            let limits = self.limit.current();
+            self.enforce_limits(limits);
         }
     }
 
@@ -193,10 +263,54 @@ impl Handler<Sample> for AdmissionActor {
             self.metrics
                 .latencies(short.as_secs_f64(), long.as_secs_f64());
         }
-        if changed {
-            self.machine.set_limits(self.limit.current());
-            self.publish_limits();
-            self.serve_backlog();
+        if changed && self.pinned.is_none() {
+            self.enforce_limits(self.limit.current());
+        }
+    }
+}
+
+impl Handler<SetPin> for AdmissionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetPin, ctx: &mut Self::Context) {
+        self.pins += 1;
+        let Some(limit) = msg.limit else {
+            self.unpin(&format!("released by {}", msg.by));
+            return;
+        };
+        let now = Instant::now();
+        let limits = Limits::from_limit(limit, self.pinning.fractions);
+        log::warn!(
+            "admin: admission limit pinned to {limit} (normal {}, low {}) {} by {}",
+            limits.normal,
+            limits.low,
+            msg.hold_for
+                .map_or("until released".to_string(), |d| format!("for {d:?}")),
+            msg.by
+        );
+        self.pinning
+            .gauge
+            .with_label_values(&["admission", "limit"])
+            .set(1);
+        *self
+            .pinning
+            .published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(PinView {
+            limit,
+            by: msg.by,
+            since: now,
+            until: msg.hold_for.map(|d| now + d),
+        });
+        self.pinned = Some(limits);
+        self.enforce_limits(limits);
+        if let Some(hold_for) = msg.hold_for {
+            let this = self.pins;
+            ctx.run_later(hold_for, move |act, _| {
+                if act.pins == this {
+                    act.unpin("expired");
+                }
+            });
         }
     }
 }

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::actor::{Acquire, AdmissionActor, NotNow, Sample};
+use super::actor::{Acquire, AdmissionActor, NotNow, Pinning, PublishedPin, Sample, SetPin};
 use super::adaptive::GradientLimit;
 use super::backlog::Backlog;
 use super::limit::{FixedLimit, Limit};
-use super::machine::{Priority, Shed};
+use super::machine::{Fractions, Priority, Shed};
 use super::metrics::{AdmissionMetrics, Decision};
 use super::permit::{Permit, Slots};
 use super::{AdmissionConfig, AdmissionMode};
@@ -25,16 +25,20 @@ pub(crate) struct AdmissionHandle {
     /// Whether a full class waits in a backlog (then every request asks the actor).
     queued: bool,
     metrics: AdmissionMetrics,
+    /// The pinned limit, as the actor publishes it (for the admin state).
+    pin: PublishedPin,
 }
 
 impl AdmissionHandle {
     /// Registers admission's metrics (with series for each of `paths`) and creates the one
     /// `AdmissionActor`, which starts in `home`.
+    /// `override_gauge`: `admin_override{component,kind}`, set while a pinned limit is held.
     pub(crate) fn start(
         config: &AdmissionConfig,
         metrics: &Metrics,
         paths: &[&'static str],
         home: &ActorHome,
+        override_gauge: prometheus::IntGaugeVec,
     ) -> Result<Self, prometheus::Error> {
         let metrics = AdmissionMetrics::register(metrics, paths, config.enforce)?;
         let shadow_inflight = metrics.shadow_inflight();
@@ -45,10 +49,25 @@ impl AdmissionHandle {
             }
         };
         let learns = limit.learns();
+        // A pinned limit keeps the classes' shares of the configuration.
+        let fractions = match config.mode {
+            AdmissionMode::Static(l) => Fractions {
+                normal: f64::from(l.normal) / f64::from(l.high),
+                low: f64::from(l.low) / f64::from(l.high),
+            },
+            AdmissionMode::Adaptive { fractions, .. } => fractions,
+        };
+        let pin = PublishedPin::default();
+        let pinning = Pinning {
+            fractions,
+            gauge: override_gauge,
+            published: pin.clone(),
+        };
         let backlog = Backlog::new(config.backlog.size, config.backlog.timeout);
         let slots = home.start_with(|addr| {
             let slots = Arc::new(Slots::new(addr, limit.current(), shadow_inflight));
-            let actor = AdmissionActor::new(limit, slots.clone(), backlog, metrics.clone());
+            let actor =
+                AdmissionActor::new(limit, slots.clone(), backlog, metrics.clone(), pinning);
             (actor, slots)
         });
         Ok(Self {
@@ -56,7 +75,14 @@ impl AdmissionHandle {
             learns,
             queued: config.backlog.size > 0,
             metrics,
+            pin,
         })
+    }
+
+    /// Pins the limit in force, or hands it back (`POST /admin/admission/limit`); resolves once
+    /// the actor has applied it.
+    pub(crate) async fn set_pin(&self, request: SetPin) -> Result<(), actix::MailboxError> {
+        self.slots.addr().send(request).await
     }
 
     /// Reports a finished upstream call to the limit (no-op when it does not learn): sent at
@@ -137,6 +163,22 @@ impl AdmissionHandle {
             shadow_inflight: self.slots.shadow_running(),
             queued: self.metrics.queued_now(),
             enforced: self.metrics.enforced(),
+            pinned: self
+                .pin
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+                .map(|p| {
+                    let now = Instant::now();
+                    PinnedView {
+                        limit: p.limit,
+                        by: p.by.clone(),
+                        held_seconds: now.duration_since(p.since).as_secs_f64(),
+                        expires_in_seconds: p
+                            .until
+                            .map(|u| u.saturating_duration_since(now).as_secs_f64()),
+                    }
+                }),
         }
     }
 
@@ -164,4 +206,16 @@ pub(crate) struct AdmissionView {
     /// Waiting in the backlog.
     pub queued: i64,
     pub enforced: bool,
+    /// An operator's pinned limit, if held.
+    pub pinned: Option<PinnedView>,
+}
+
+/// A pinned limit as the state shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct PinnedView {
+    pub limit: u32,
+    pub by: String,
+    pub held_seconds: f64,
+    /// Seconds until it lifts by itself (`None`: held until released).
+    pub expires_in_seconds: Option<f64>,
 }

@@ -22,6 +22,7 @@ mod machine;
 mod metrics;
 mod permit;
 
+pub(crate) use actor::SetPin;
 pub(crate) use handle::{AdmissionHandle, AdmissionView};
 pub(crate) use machine::Fractions;
 pub use machine::{Admission, Limits, PermitToken, Priority, Shed};

@@ -66,8 +66,21 @@ impl ApiState {
     ) -> Result<Self, prometheus::Error> {
         let throttling = matches!(settings.breaker.trip, crate::breaker::TripRule::Throttle(_));
         let upstream_metrics = UpstreamMetrics::register(metrics, throttling)?;
-        let admission =
-            AdmissionHandle::start(&settings.admission, metrics, &[CLIENT, WORK], home)?;
+        // `admin_override{component,kind}`: 1 while an operator's override is held.
+        let override_gauge = metrics.register(prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "admin_override",
+                "1 while an operator's override is held (POST /admin/...), by component and kind",
+            ),
+            &["component", "kind"],
+        )?)?;
+        let admission = AdmissionHandle::start(
+            &settings.admission,
+            metrics,
+            &[CLIENT, WORK],
+            home,
+            override_gauge.clone(),
+        )?;
         let (offered, durations) = (admission.clone(), upstream_metrics.durations());
         LoadSignalActor::start(
             settings.admission.own_capacity(),
@@ -89,18 +102,7 @@ impl ApiState {
             metrics: metrics.clone(),
             upstream_metrics,
             admission,
-            breaker: BreakerHandle::start(
-                settings.breaker,
-                metrics,
-                home,
-                metrics.register(prometheus::IntGaugeVec::new(
-                    prometheus::Opts::new(
-                        "admin_override",
-                        "1 while an operator's override is held (POST /admin/...), by component and kind",
-                    ),
-                    &["component", "kind"],
-                )?)?,
-            )?,
+            breaker: BreakerHandle::start(settings.breaker, metrics, home, override_gauge)?,
             api,
             timeouts: settings.timeouts,
             overrides: settings.overrides,
@@ -116,6 +118,11 @@ impl ApiState {
     /// Admission as the admin listener shows it.
     pub(crate) fn admission_view(&self) -> crate::admission::AdmissionView {
         self.admission.view()
+    }
+
+    /// Admission, for the admin listener's pin.
+    pub(crate) fn admission(&self) -> &AdmissionHandle {
+        &self.admission
     }
 
     /// Retry tokens left, when retries are on.

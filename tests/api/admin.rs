@@ -293,3 +293,76 @@ fn the_cli_holds_and_releases_the_breaker_of_a_running_binary() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("off"));
 }
+
+async fn limits(app: &TestApp) -> (f64, f64, f64) {
+    let read = |p| async move {
+        app.metric("admission_limit", &[("priority", p)])
+            .await
+            .unwrap_or(f64::NAN)
+    };
+    (read("high").await, read("normal").await, read("low").await)
+}
+
+#[actix_web::test]
+async fn a_pinned_limit_holds_in_flight_under_it_until_auto_hands_it_back() {
+    let app = spawn_app(&[("LOAD_SHED__TIMEOUTS__UPSTREAM_MS", "2000")]).await;
+    let (status, view) = post(&app, "/admin/admission/limit?value=10").await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["pinned"]["limit"], 10);
+    // The classes keep the configuration's shares (45/50, 35/50).
+    assert_eq!(limits(&app).await, (10.0, 9.0, 7.0));
+    assert_eq!(
+        app.metric(
+            "admin_override",
+            &[("component", "admission"), ("kind", "limit")]
+        )
+        .await,
+        Some(1.0)
+    );
+    let calls = futures_util::future::join_all((0..12).map(|_| app.get("/client?ms=300")));
+    let mut statuses: Vec<u16> = calls.await.iter().map(|r| r.status).collect();
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [[200; 9].as_slice(), &[429; 3]].concat(),
+        "normal: 9 slots"
+    );
+    let (status, view) = post(&app, "/admin/admission/limit?value=auto").await;
+    assert_eq!((status, view["pinned"].clone()), (200, Value::Null));
+    assert_eq!(limits(&app).await, (50.0, 45.0, 35.0));
+    assert!(!app.metrics().await.contains("admin_override"));
+}
+
+#[actix_web::test]
+async fn a_pin_holds_against_the_adaptive_limiter_and_lifts_by_itself() {
+    let app = spawn_app(&[("LOAD_SHED__ADMISSION__MODE", "adaptive")]).await;
+    assert_eq!(
+        post(&app, "/admin/admission/limit?value=60&for=1s").await.0,
+        200
+    );
+    // The limiter keeps learning from these calls, but the pin is what is in force.
+    for _ in 0..40 {
+        assert_eq!(app.get("/client?ms=1").await.status, 200);
+    }
+    assert_eq!(limits(&app).await.0, 60.0);
+    actix_web::rt::time::sleep(Duration::from_millis(1300)).await;
+    let (_, state) = admin(&app, "GET", "/admin/state", &[]).await;
+    assert_eq!(state["admission"]["pinned"], Value::Null);
+    // The limiter's own limit again: it starts at min_limit (5) and 40 calls cannot take it to 60.
+    assert!(limits(&app).await.0 < 60.0);
+    // Bad values change nothing.
+    for path in [
+        "/admin/admission/limit?value=2",
+        "/admin/admission/limit?value=auto&for=1m",
+        "/admin/admission/limit",
+    ] {
+        assert_eq!(post(&app, path).await.0, 400, "{path}");
+    }
+    assert_eq!(
+        admin(&app, "GET", "/admin/admission/limit?value=5", &[])
+            .await
+            .0,
+        405
+    );
+    assert_eq!(state["admission"]["pinned"], Value::Null);
+}
