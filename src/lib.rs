@@ -45,6 +45,7 @@ mod metrics;
 mod retry;
 mod routes;
 pub mod settings;
+mod shadow;
 pub mod startup;
 mod upstream;
 mod wire;

@@ -241,10 +241,20 @@ fn bind_admin(settings: &Settings, api: Option<web::Data<ApiState>>) -> io::Resu
         }
     };
     let addr = listener.local_addr()?;
+    let gauge = match &api {
+        Some(api) => api.override_gauge(),
+        // Without an api nothing can be overridden: a gauge registered nowhere.
+        None => prometheus::IntGaugeVec::new(
+            prometheus::Opts::new("admin_override", "unused"),
+            &["component", "kind"],
+        )
+        .map_err(io::Error::other)?,
+    };
     let state = web::Data::new(Admin {
         role: settings.role.name(),
         api,
         settings: settings.admin.clone(),
+        gauge,
     });
     let server = HttpServer::new(move || {
         App::new()

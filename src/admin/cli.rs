@@ -14,7 +14,8 @@ pub const USAGE: &str = "usage: load-shed-api admin [--addr HOST:PORT] state
        load-shed-api admin [--addr HOST:PORT] breaker force-open|force-closed [--for 30s|10m|2h]
        load-shed-api admin [--addr HOST:PORT] breaker auto
        load-shed-api admin [--addr HOST:PORT] limit N [--for 30s|10m|2h]
-       load-shed-api admin [--addr HOST:PORT] limit auto";
+       load-shed-api admin [--addr HOST:PORT] limit auto
+       load-shed-api admin [--addr HOST:PORT] shadow admission|breaker on|off [--for 30s|10m|2h]";
 
 /// Why the command failed, with its exit code.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,7 +28,7 @@ pub enum Failed {
 
 /// What the arguments ask for: method and path.
 fn request_for(args: &[&str]) -> Result<(&'static str, String), Failed> {
-    let usage = |why: &str| Failed::Usage(format!("{why}\n{USAGE}"));
+    let usage = |why: &str| Failed::Usage(format!("{why} (load-shed-api admin --help)"));
     match args {
         ["state"] => Ok(("GET", "/admin/state".into())),
         ["breaker", mode @ ("force-open" | "force-closed")] => {
@@ -39,6 +40,23 @@ fn request_for(args: &[&str]) -> Result<(&'static str, String), Failed> {
         }
         ["breaker", "auto"] => Ok(("POST", "/admin/breaker?mode=auto".into())),
         ["limit", "auto"] => Ok(("POST", "/admin/admission/limit?value=auto".into())),
+        ["shadow", component @ ("admission" | "breaker"), state @ ("on" | "off"), rest @ ..] => {
+            let on = if *state == "on" { "true" } else { "false" };
+            match rest {
+                [] => Ok((
+                    "POST",
+                    format!("/admin/shadow?component={component}&on={on}"),
+                )),
+                ["--for", hold] => {
+                    super::parse_hold(hold).map_err(|e| usage(&e))?;
+                    Ok((
+                        "POST",
+                        format!("/admin/shadow?component={component}&on={on}&for={hold}"),
+                    ))
+                }
+                _ => Err(usage("admin: shadow takes only --for")),
+            }
+        }
         ["limit", n] if n.parse::<u32>().is_ok() => {
             Ok(("POST", format!("/admin/admission/limit?value={n}")))
         }
@@ -127,6 +145,13 @@ mod tests {
             request_for(&["limit", "auto"]),
             Ok(("POST", "/admin/admission/limit?value=auto".to_string()))
         );
+        assert_eq!(
+            request_for(&["shadow", "admission", "on"]),
+            Ok((
+                "POST",
+                "/admin/shadow?component=admission&on=true".to_string()
+            ))
+        );
         for bad in [
             &[][..],
             &["frobnicate"][..],
@@ -137,6 +162,8 @@ mod tests {
             &["limit"][..],
             &["limit", "forty"][..],
             &["limit", "auto", "--for", "1m"][..],
+            &["shadow", "retry", "on"][..],
+            &["shadow", "admission", "maybe"][..],
         ] {
             assert!(matches!(request_for(bad), Err(Failed::Usage(_))), "{bad:?}");
         }

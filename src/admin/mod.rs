@@ -8,6 +8,8 @@
 //!   breaker (`for`: 1 s to 24 h, then it lifts by itself). Answers the breaker's new state.
 //! - `POST /admin/admission/limit?value=40|auto[&for=30m]`: pins the limit in force (3 to
 //!   100000; the lower classes keep their shares), or hands it back. Answers admission's state.
+//! - `POST /admin/shadow?component=admission|breaker&on=true|false[&for=30m]`: switches shadow mode
+//!   at run time; back to the configured value by itself after `for`, or with the configured value.
 //!
 //! Overrides are held in memory: a restart loses them, as Envoy's runtime admin values. Each is
 //! logged with the caller's address and shown as `admin_override{component,kind}` = 1 while held.
@@ -36,6 +38,8 @@ pub(crate) struct Admin {
     pub api: Option<web::Data<ApiState>>,
     /// `[admin]`: the token every request must carry, if set.
     pub settings: AdminSettings,
+    /// `admin_override{component,kind}` (a run-time shadow switch is one).
+    pub gauge: prometheus::IntGaugeVec,
 }
 
 /// The longest body an admin request may carry (none is read; a larger one is refused).
@@ -58,6 +62,11 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/admin/admission/limit")
             .route(web::post().to(limit))
+            .default_service(web::to(routes::method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/shadow")
+            .route(web::post().to(shadow))
             .default_service(web::to(routes::method_not_allowed)),
     );
 }
@@ -188,6 +197,128 @@ async fn limit(req: HttpRequest, admin: web::Data<Admin>) -> HttpResponse {
         return error(StatusCode::SERVICE_UNAVAILABLE, "admission is stopping");
     }
     HttpResponse::Ok().json(api.admission_view())
+}
+
+/// `POST /admin/shadow?component=admission|breaker&on=true|false[&for=30m]`.
+async fn shadow(req: HttpRequest, admin: web::Data<Admin>) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    if let Some(refused) = refusal(&req, &admin) {
+        return refused;
+    }
+    let (component, on, hold_for) = match shadow_params(req.query_string()) {
+        Ok(parsed) => parsed,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    let Some(api) = &admin.api else {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "this process has no admission or breaker (role {})",
+                admin.role
+            ),
+        );
+    };
+    let by = caller(&req);
+    let switched = match component {
+        "admission" => switch(
+            &api.admission().shadow_switch(),
+            "admission",
+            on,
+            hold_for,
+            &by,
+            &admin.gauge,
+        ),
+        _ => switch(
+            &api.breaker().shadow_switch(),
+            "breaker",
+            on,
+            hold_for,
+            &by,
+            &admin.gauge,
+        ),
+    };
+    match switched {
+        Ok(()) => HttpResponse::Ok().json(json!({
+            "component": component,
+            "shadow": on,
+            "configured_shadow": match component {
+                "admission" => api.admission().shadow_switch().configured(),
+                _ => api.breaker().shadow_switch().configured(),
+            },
+        })),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot register the shadow series: {e}"),
+        ),
+    }
+}
+
+/// Turns one component's shadow mode on or off; a value other than the configured one is an
+/// override (gauge, log, expiry back to the configured value).
+fn switch<T: Send + Sync + 'static>(
+    switch: &std::sync::Arc<crate::shadow::Switch<T>>,
+    component: &'static str,
+    on: bool,
+    hold_for: Option<Duration>,
+    by: &str,
+    gauge: &prometheus::IntGaugeVec,
+) -> Result<(), prometheus::Error> {
+    let change = switch.turn(on)?;
+    if on == switch.configured() {
+        let _ = gauge.remove_label_values(&[component, "shadow"]);
+        log::warn!("admin: {component} shadow mode back to its configured value ({on}) by {by}");
+        return Ok(());
+    }
+    gauge.with_label_values(&[component, "shadow"]).set(1);
+    log::warn!(
+        "admin: {component} shadow mode {} {} by {by}",
+        if on { "on" } else { "off" },
+        hold_for.map_or("until switched back".to_string(), |d| format!("for {d:?}"))
+    );
+    if let Some(hold_for) = hold_for {
+        let (switch, gauge) = (switch.clone(), gauge.clone());
+        actix_web::rt::spawn(async move {
+            actix_web::rt::time::sleep(hold_for).await;
+            if switch.is_last(change) && switch.turn(switch.configured()).is_ok() {
+                let _ = gauge.remove_label_values(&[component, "shadow"]);
+                log::warn!("admin: {component} shadow mode back to its configured value (expired)");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// `component` and `on` (required), `for` (optional), each once.
+fn shadow_params(query: &str) -> Result<(&'static str, bool, Option<Duration>), String> {
+    let (mut component, mut on, mut hold_for) = (None, None, None);
+    for (key, v) in form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "component" if component.is_none() => {
+                component = Some(match v.as_ref() {
+                    "admission" => "admission",
+                    "breaker" => "breaker",
+                    other => {
+                        return Err(format!(
+                            "component must be admission or breaker, got {other:?}"
+                        ))
+                    }
+                })
+            }
+            "on" if on.is_none() => {
+                on = Some(match v.as_ref() {
+                    "true" => true,
+                    "false" => false,
+                    other => return Err(format!("on must be true or false, got {other:?}")),
+                })
+            }
+            "for" if hold_for.is_none() => hold_for = Some(parse_hold(&v)?),
+            "component" | "on" | "for" => return Err(format!("{key} given twice")),
+            other => return Err(format!("unknown parameter {other:?} (component, on, for)")),
+        }
+    }
+    let component = component.ok_or("component is required: admission or breaker")?;
+    let on = on.ok_or("on is required: true (shadow mode) or false (enforce)")?;
+    Ok((component, on, hold_for))
 }
 
 /// The limit a pin may hold: at least 3 (so that low < normal < high), at most the configured range.
@@ -336,6 +467,30 @@ mod tests {
             "value=5&limit=6",
         ] {
             assert!(limit_params(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn shadow_parameters_are_checked_before_anything_changes() {
+        assert_eq!(
+            shadow_params("component=admission&on=true&for=10m"),
+            Ok(("admission", true, Some(Duration::from_secs(600))))
+        );
+        assert_eq!(
+            shadow_params("component=breaker&on=false"),
+            Ok(("breaker", false, None))
+        );
+        for bad in [
+            "",
+            "component=admission",
+            "on=true",
+            "component=retry&on=true",
+            "component=admission&on=yes",
+            "component=admission&on=true&on=false",
+            "component=admission&on=true&for=0s",
+            "component=admission&on=true&x=1",
+        ] {
+            assert!(shadow_params(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -41,7 +41,7 @@ impl AdmissionHandle {
         override_gauge: prometheus::IntGaugeVec,
     ) -> Result<Self, prometheus::Error> {
         let metrics = AdmissionMetrics::register(metrics, paths, config.enforce)?;
-        let shadow_inflight = metrics.shadow_inflight();
+        let shadow = metrics.shadow_switch();
         let limit: Box<dyn Limit> = match config.mode {
             AdmissionMode::Static(limits) => Box::new(FixedLimit(limits)),
             AdmissionMode::Adaptive { limiter, fractions } => {
@@ -65,7 +65,7 @@ impl AdmissionHandle {
         };
         let backlog = Backlog::new(config.backlog.size, config.backlog.timeout);
         let slots = home.start_with(|addr| {
-            let slots = Arc::new(Slots::new(addr, limit.current(), shadow_inflight));
+            let slots = Arc::new(Slots::new(addr, limit.current(), shadow));
             let actor =
                 AdmissionActor::new(limit, slots.clone(), backlog, metrics.clone(), pinning);
             (actor, slots)
@@ -77,6 +77,11 @@ impl AdmissionHandle {
             metrics,
             pin,
         })
+    }
+
+    /// Shadow mode's switch (`POST /admin/shadow`).
+    pub(crate) fn shadow_switch(&self) -> Arc<crate::shadow::Switch<super::metrics::Shadow>> {
+        self.metrics.shadow_switch()
     }
 
     /// Pins the limit in force, or hands it back (`POST /admin/admission/limit`); resolves once

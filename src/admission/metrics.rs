@@ -14,6 +14,7 @@ use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opt
 
 use super::machine::{Limits, Priority};
 use crate::metrics::Metrics;
+use crate::shadow::Switch;
 
 /// The `decision` label of `admission_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,16 +54,16 @@ pub(crate) struct AdmissionMetrics {
     /// The series of `requests` the hot path counts, and `admission_released_total` (permits given
     /// back, by priority: admitted = released + in flight, always), resolved once.
     resolved: Arc<Resolved>,
-    /// Shadow mode's counts (`admission.enforce = false`); `None` when enforcing.
-    shadow: Option<Arc<Shadow>>,
+    /// Shadow mode (`admission.enforce = false`, or `POST /admin/shadow`) and its counts.
+    shadow: Arc<Switch<Shadow>>,
 }
 
 /// What shadow mode counts instead of sheds.
-struct Shadow {
+pub(crate) struct Shadow {
     /// `admission_shadow_total{reason="capacity"}`.
     capacity: IntCounter,
     /// `admission_shadow_inflight`.
-    inflight: IntGauge,
+    pub(crate) inflight: IntGauge,
     /// Would-be sheds per path (for the offered load), as `resolved.decisions`' paths.
     by_path: Vec<(&'static str, AtomicU64)>,
 }
@@ -82,25 +83,27 @@ impl AdmissionMetrics {
         paths: &[&'static str],
         enforce: bool,
     ) -> Result<Self, prometheus::Error> {
-        let shadow = if enforce {
-            None
-        } else {
-            let reasons = metrics.register(IntCounterVec::new(
-                Opts::new(
-                    "admission_shadow_total",
-                    "Shadow mode (admission.enforce = false): requests admission would have shed, by reason; they ran",
-                ),
-                &["reason"],
-            )?)?;
-            Some(Arc::new(Shadow {
-                capacity: reasons.with_label_values(&["capacity"]),
-                inflight: metrics.register(IntGauge::new(
-                    "admission_shadow_inflight",
-                    "Shadow mode: requests in flight that admission would have shed (admission_inflight + this = all in flight)",
-                )?)?,
-                by_path: paths.iter().map(|p| (*p, AtomicU64::new(0))).collect(),
-            }))
-        };
+        let (registry, owned_paths) = (metrics.clone(), paths.to_vec());
+        let shadow = Switch::new(
+            !enforce,
+            Box::new(move || {
+                let reasons = registry.register(IntCounterVec::new(
+                    Opts::new(
+                        "admission_shadow_total",
+                        "Shadow mode (admission.enforce = false): requests admission would have shed, by reason; they ran",
+                    ),
+                    &["reason"],
+                )?)?;
+                Ok(Shadow {
+                    capacity: reasons.with_label_values(&["capacity"]),
+                    inflight: registry.register(IntGauge::new(
+                        "admission_shadow_inflight",
+                        "Shadow mode: requests in flight that admission would have shed (admission_inflight + this = all in flight)",
+                    )?)?,
+                    by_path: owned_paths.iter().map(|p| (*p, AtomicU64::new(0))).collect(),
+                })
+            }),
+        )?;
         let requests = metrics.register(IntCounterVec::new(
             Opts::new(
                 "admission_requests_total",
@@ -160,15 +163,22 @@ impl AdmissionMetrics {
 
     /// Whether sheds are enforced (else shadow mode).
     pub(crate) fn enforced(&self) -> bool {
-        self.shadow.is_none()
+        !self.shadow.is_on()
+    }
+
+    /// Shadow mode's switch (for `POST /admin/shadow` and the shadow permits).
+    pub(crate) fn shadow_switch(&self) -> Arc<Switch<Shadow>> {
+        self.shadow.clone()
     }
 
     /// Counts one admission decision; in shadow mode a shed is counted as a would-be shed.
     pub(crate) fn decided(&self, path: &str, priority: Priority, decision: Decision) {
-        if let (Some(shadow), Decision::Shed) = (&self.shadow, decision) {
-            shadow.capacity.inc();
-            if let Some((_, n)) = shadow.by_path.iter().find(|(p, _)| *p == path) {
-                n.fetch_add(1, Ordering::Relaxed);
+        if decision == Decision::Shed && self.shadow.is_on() {
+            if let Some(shadow) = self.shadow.series() {
+                shadow.capacity.inc();
+                if let Some((_, n)) = shadow.by_path.iter().find(|(p, _)| *p == path) {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
             }
             return;
         }
@@ -181,15 +191,10 @@ impl AdmissionMetrics {
         }
     }
 
-    /// `admission_shadow_inflight`, in shadow mode: what a shadow permit counts itself in.
-    pub(crate) fn shadow_inflight(&self) -> Option<IntGauge> {
-        self.shadow.as_ref().map(|s| s.inflight.clone())
-    }
-
     /// Requests to `path` decided so far (admitted + shed, every priority, and in shadow mode the
     /// would-be sheds): the offered load.
     pub(crate) fn decided_total(&self, path: &str) -> u64 {
-        let shadow = self.shadow.as_ref().map_or(0, |s| {
+        let shadow = self.shadow.series().map_or(0, |s| {
             s.by_path
                 .iter()
                 .filter(|(p, _)| *p == path)

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use actix::Addr;
-use prometheus::IntGauge;
+
+use super::metrics::Shadow;
+use crate::shadow::Switch;
 
 use super::actor::{AdmissionActor, Release};
 use super::machine::{Limits, PermitToken, Priority};
@@ -23,22 +25,22 @@ pub(crate) struct Slots {
     inflight: AtomicU32,
     /// The ceilings in force (high, normal, low), as the actor last published them.
     ceilings: [AtomicU32; 3],
-    /// Shadow mode: `admission_shadow_inflight`, the requests that run only because of it.
-    shadow_inflight: Option<IntGauge>,
+    /// Shadow mode, whose `admission_shadow_inflight` shadow permits count themselves in.
+    shadow: Arc<Switch<Shadow>>,
 }
 
 impl Slots {
-    /// `shadow_inflight`: in shadow mode, the gauge shadow permits count themselves in.
+    /// `shadow`: shadow mode, whose gauge shadow permits count themselves in.
     pub(crate) fn new(
         addr: Addr<AdmissionActor>,
         limits: Limits,
-        shadow_inflight: Option<IntGauge>,
+        shadow: Arc<Switch<Shadow>>,
     ) -> Self {
         Self {
             addr,
             inflight: AtomicU32::new(0),
             ceilings: Priority::ALL.map(|p| AtomicU32::new(limits.ceiling(p))),
-            shadow_inflight,
+            shadow,
         }
     }
 
@@ -63,7 +65,7 @@ impl Slots {
 
     /// Requests running only because of shadow mode (0 when enforcing).
     pub(crate) fn shadow_running(&self) -> i64 {
-        self.shadow_inflight.as_ref().map_or(0, IntGauge::get)
+        self.shadow.series().map_or(0, |s| s.inflight.get())
     }
 
     /// Whether a request of `priority` fits under its ceiling by the published count.
@@ -86,8 +88,8 @@ impl Slots {
     /// in-flight count (and every later decision) stays what enforcing would have; it counts
     /// itself in `admission_shadow_inflight` while held.
     pub(crate) fn shadow_permit(self: &Arc<Self>) -> Permit {
-        if let Some(gauge) = &self.shadow_inflight {
-            gauge.inc();
+        if let Some(shadow) = self.shadow.series() {
+            shadow.inflight.inc();
         }
         Permit {
             token: None,
@@ -108,8 +110,8 @@ impl Drop for Permit {
         if let Some(token) = self.token.take() {
             self.slots.inflight.fetch_sub(1, Ordering::AcqRel);
             self.slots.addr.do_send(Release { token });
-        } else if let Some(gauge) = &self.slots.shadow_inflight {
-            gauge.dec();
+        } else if let Some(shadow) = self.slots.shadow.series() {
+            shadow.inflight.dec();
         }
     }
 }

@@ -53,6 +53,8 @@ pub(crate) struct ApiState {
     overrides: OverridePolicy,
     /// Retries and hedging (off by default), and the attempt metrics.
     retries: Retries,
+    /// `admin_override{component,kind}`, for the admin listener's run-time switches.
+    override_gauge: prometheus::IntGaugeVec,
 }
 
 impl ApiState {
@@ -102,7 +104,8 @@ impl ApiState {
             metrics: metrics.clone(),
             upstream_metrics,
             admission,
-            breaker: BreakerHandle::start(settings.breaker, metrics, home, override_gauge)?,
+            breaker: BreakerHandle::start(settings.breaker, metrics, home, override_gauge.clone())?,
+            override_gauge,
             api,
             timeouts: settings.timeouts,
             overrides: settings.overrides,
@@ -118,6 +121,11 @@ impl ApiState {
     /// Admission as the admin listener shows it.
     pub(crate) fn admission_view(&self) -> crate::admission::AdmissionView {
         self.admission.view()
+    }
+
+    /// `admin_override{component,kind}`.
+    pub(crate) fn override_gauge(&self) -> prometheus::IntGaugeVec {
+        self.override_gauge.clone()
     }
 
     /// Admission, for the admin listener's pin.

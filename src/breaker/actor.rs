@@ -18,6 +18,7 @@ use super::metrics::{self, BreakerMetrics};
 use crate::actor_home::ActorHome;
 use crate::metrics::Metrics;
 use crate::settings::BreakerConfig;
+use crate::shadow::Switch;
 
 /// Requests queue here only in HalfOpen and when Open's pause ends; verdicts use `do_send`,
 /// which never waits for room, so a full mailbox cannot block a handler's cleanup.
@@ -132,6 +133,8 @@ pub(crate) struct BreakerActor {
     overrides: u64,
     /// `admin_override{component,kind}`.
     override_gauge: IntGaugeVec,
+    /// Shadow mode's switch, for the handles the actor makes.
+    shadow: Arc<Switch<IntCounter>>,
     /// When the state last changed, and why (for `GET /admin/state`).
     last_change: (Instant, String),
 }
@@ -142,6 +145,7 @@ impl BreakerActor {
         gate: Arc<BreakerGate>,
         metrics: BreakerMetrics,
         override_gauge: IntGaugeVec,
+        shadow: Arc<Switch<IntCounter>>,
     ) -> Self {
         Self {
             machine: CircuitBreaker::new(config),
@@ -152,6 +156,7 @@ impl BreakerActor {
             held: None,
             overrides: 0,
             override_gauge,
+            shadow,
             last_change: (Instant::now(), "started closed".to_string()),
         }
     }
@@ -286,7 +291,7 @@ impl Handler<Allow> for BreakerActor {
                 addr: ctx.address(),
                 gate: self.gate.clone(),
                 // A pass only returns its ticket; it never decides, so never counts a refusal.
-                shadow: None,
+                shadow: self.shadow.clone(),
             };
             Pass::new(ticket, Cow::Owned(handle))
         })
@@ -449,8 +454,9 @@ impl Drop for Pass<'_> {
 pub(crate) struct BreakerHandle {
     addr: Addr<BreakerActor>,
     gate: Arc<BreakerGate>,
-    /// Shadow mode: `circuit_breaker_shadow_rejections_total`; `None` when enforcing.
-    shadow: Option<IntCounter>,
+    /// Shadow mode (`breaker.enforce = false`, or `POST /admin/shadow`) and its counter,
+    /// `circuit_breaker_shadow_rejections_total`.
+    shadow: Arc<Switch<IntCounter>>,
 }
 
 impl BreakerHandle {
@@ -464,20 +470,23 @@ impl BreakerHandle {
     ) -> Result<Self, prometheus::Error> {
         let gate = Arc::new(BreakerGate::new());
         let throttling = matches!(config.trip, crate::settings::TripRule::Throttle(_));
-        let shadow = if config.enforce {
-            None
-        } else {
-            Some(metrics.register(IntCounter::new(
-                "circuit_breaker_shadow_rejections_total",
-                "Shadow mode (breaker.enforce = false): calls the breaker would have refused; they went on",
-            )?)?)
-        };
+        let registry = metrics.clone();
+        let shadow = Switch::new(
+            !config.enforce,
+            Box::new(move || {
+                registry.register(IntCounter::new(
+                    "circuit_breaker_shadow_rejections_total",
+                    "Shadow mode (breaker.enforce = false): calls the breaker would have refused; they went on",
+                )?)
+            }),
+        )?;
         let metrics = BreakerMetrics::register(metrics, throttling)?;
         let addr = home.start(BreakerActor::new(
             config,
             gate.clone(),
             metrics,
             override_gauge,
+            shadow.clone(),
         ));
         Ok(Self { addr, gate, shadow })
     }
@@ -495,27 +504,32 @@ impl BreakerHandle {
 
     /// Whether calls it would refuse go on (shadow mode, `breaker.enforce = false`).
     pub(crate) fn shadowing(&self) -> bool {
-        self.shadow.is_some()
+        self.shadow.is_on()
+    }
+
+    /// Shadow mode's switch (`POST /admin/shadow`).
+    pub(crate) fn shadow_switch(&self) -> Arc<Switch<IntCounter>> {
+        self.shadow.clone()
     }
 
     /// If the published gate says Open, the time until the next probe: a call now would be
     /// refused (never in shadow mode, where it would go on).
     pub(crate) fn refusing(&self) -> Option<Duration> {
         match self.gate.view(Instant::now()) {
-            GateView::Open { retry_after } if self.shadow.is_none() => Some(retry_after),
+            GateView::Open { retry_after } if !self.shadow.is_on() => Some(retry_after),
             _ => None,
         }
     }
 
     /// A refusal: answered, or in shadow mode counted and turned into a pass on a shadow ticket.
     fn refused(&self, rejected: Rejected) -> Result<Pass<'_>, Rejected> {
-        match &self.shadow {
-            None => Err(rejected),
-            Some(counter) => {
-                counter.inc();
-                Ok(Pass::new(Ticket::shadow(), Cow::Borrowed(self)))
-            }
+        if !self.shadow.is_on() {
+            return Err(rejected);
         }
+        if let Some(counter) = self.shadow.series() {
+            counter.inc();
+        }
+        Ok(Pass::new(Ticket::shadow(), Cow::Borrowed(self)))
     }
 
     /// Lets a call through or refuses it by asking the actor whatever the gate says. The actor

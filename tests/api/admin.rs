@@ -281,7 +281,8 @@ fn the_cli_holds_and_releases_the_breaker_of_a_running_binary() {
     // Usage mistakes exit 2 with the usage; an unreachable listener exits 1, one line.
     let (code, _, err) = cli(&["breaker", "frobnicate"]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("usage"), "{err}");
+    assert!(err.contains("--help"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
     let (code, _, err) = cli(&["--addr", "127.0.0.1:1", "state"]);
     assert_eq!(code, Some(1));
     assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -365,4 +366,80 @@ async fn a_pin_holds_against_the_adaptive_limiter_and_lifts_by_itself() {
         405
     );
     assert_eq!(state["admission"]["pinned"], Value::Null);
+}
+
+#[actix_web::test]
+async fn shadow_mode_switches_at_run_time_and_back_by_itself() {
+    let app = spawn_app(&[
+        ("LOAD_SHED__ADMISSION__MAX_INFLIGHT", "3"),
+        ("LOAD_SHED__ADMISSION__NORMAL_MAX_INFLIGHT", "2"),
+        ("LOAD_SHED__ADMISSION__LOW_MAX_INFLIGHT", "1"),
+        ("LOAD_SHED__TIMEOUTS__UPSTREAM_MS", "2000"),
+    ])
+    .await;
+    let six = || async {
+        let calls = futures_util::future::join_all((0..6).map(|_| app.get("/client?ms=200")));
+        let mut statuses: Vec<u16> = calls.await.iter().map(|r| r.status).collect();
+        statuses.sort_unstable();
+        statuses
+    };
+    assert_eq!(six().await, [200, 200, 429, 429, 429, 429], "enforcing");
+    let (status, body) = post(&app, "/admin/shadow?component=admission&on=true&for=2s").await;
+    assert_eq!((status, body["shadow"].clone()), (200, Value::Bool(true)));
+    assert_eq!(
+        app.metric(
+            "admin_override",
+            &[("component", "admission"), ("kind", "shadow")]
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(six().await, [200; 6], "shadow mode: every request goes on");
+    assert_eq!(
+        app.metric("admission_shadow_total", &[("reason", "capacity")])
+            .await,
+        Some(4.0)
+    );
+    let (_, state) = admin(&app, "GET", "/admin/state", &[]).await;
+    assert_eq!(state["admission"]["enforced"], false);
+    // After 2 s it enforces again by itself.
+    actix_web::rt::time::sleep(Duration::from_millis(2300)).await;
+    let (_, state) = admin(&app, "GET", "/admin/state", &[]).await;
+    assert_eq!(state["admission"]["enforced"], true);
+    assert_eq!(
+        six().await,
+        [200, 200, 429, 429, 429, 429],
+        "enforcing again"
+    );
+
+    // The breaker too: switched on, a failing dependency is still called, and off again at once.
+    assert_eq!(
+        post(&app, "/admin/shadow?component=breaker&on=true")
+            .await
+            .0,
+        200
+    );
+    for _ in 0..10 {
+        assert_eq!(app.get("/client?ms=0&fail_rate=1").await.status, 502);
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        app.metric("circuit_breaker_shadow_rejections_total", &[])
+            .await,
+        Some(5.0)
+    );
+    assert_eq!(
+        post(&app, "/admin/shadow?component=breaker&on=false")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(app.get("/client?ms=0").await.status, 503, "open, enforced");
+    assert!(!app.metrics().await.contains(r#"kind="shadow""#));
+    assert_eq!(
+        post(&app, "/admin/shadow?component=breaker&on=maybe")
+            .await
+            .0,
+        400
+    );
 }
