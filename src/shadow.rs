@@ -4,7 +4,10 @@
 //! registered the first time it is on, so a process that always enforces never shows them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use serde::Serialize;
 
 /// Makes a component's shadow series (registers them); called at most once.
 type Make<T> = Box<dyn Fn() -> Result<T, prometheus::Error> + Send + Sync>;
@@ -17,6 +20,19 @@ pub(crate) struct Switch<T> {
     make: Make<T>,
     /// Bumped on every run-time change, so a stale expiry does nothing.
     changes: AtomicU64,
+    /// An operator's switch away from the configured value: who, since when, until when.
+    held: Mutex<Option<(String, Instant, Option<Instant>)>>,
+}
+
+/// A run-time switch away from the configuration, as `GET /admin/state` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct HeldView {
+    /// Shadow mode on (`true`) or off, against the configuration.
+    pub shadow: bool,
+    pub by: String,
+    pub held_seconds: f64,
+    /// Seconds until it goes back to the configured value (`None`: until switched back).
+    pub expires_in_seconds: Option<f64>,
 }
 
 impl<T> Switch<T> {
@@ -28,6 +44,7 @@ impl<T> Switch<T> {
             series: OnceLock::new(),
             make,
             changes: AtomicU64::new(0),
+            held: Mutex::new(None),
         };
         switch.turn(on)?;
         Ok(Arc::new(switch))
@@ -57,6 +74,29 @@ impl<T> Switch<T> {
         }
         self.on.store(on, Ordering::Release);
         Ok(self.changes.fetch_add(1, Ordering::AcqRel) + 1)
+    }
+
+    /// Records who holds it away from the configuration (`None`: it is back to it).
+    pub(crate) fn hold(&self, held: Option<(String, Instant, Option<Instant>)>) {
+        *self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = held;
+    }
+
+    /// The operator's switch away from the configuration, if any.
+    pub(crate) fn held(&self) -> Option<HeldView> {
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        held.as_ref().map(|(by, since, until)| HeldView {
+            shadow: self.is_on(),
+            by: by.clone(),
+            held_seconds: now.duration_since(*since).as_secs_f64(),
+            expires_in_seconds: until.map(|u| u.saturating_duration_since(now).as_secs_f64()),
+        })
     }
 
     /// Whether `change` (from [`Switch::turn`]) is still the last one.

@@ -129,14 +129,20 @@ async fn state(req: HttpRequest, admin: web::Data<Admin>) -> HttpResponse {
     let Some(api) = &admin.api else {
         return HttpResponse::Ok().json(json!({"role": admin.role}));
     };
+    let breaker_shadow = api.breaker().shadow_switch().held();
     let breaker = match api.breaker().snapshot().await {
-        Ok(view) => json!({"enforced": !api.breaker().shadowing(), "view": view}),
+        Ok(view) => json!({
+            "enforced": !api.breaker().shadowing(),
+            "shadow_override": breaker_shadow,
+            "view": view,
+        }),
         Err(_) => json!({"error": "the breaker is stopping"}),
     };
     HttpResponse::Ok().json(json!({
         "role": admin.role,
         "breaker": breaker,
         "admission": api.admission_view(),
+        "admission_shadow_override": api.admission().shadow_switch().held(),
         "retry_budget_left": api.retry_budget_left(),
         "overrides_note": "held in memory: a restart loses them",
     }))
@@ -265,11 +271,14 @@ fn switch<T: Send + Sync + 'static>(
 ) -> Result<(), prometheus::Error> {
     let change = switch.turn(on)?;
     if on == switch.configured() {
+        switch.hold(None);
         let _ = gauge.remove_label_values(&[component, "shadow"]);
         log::warn!("admin: {component} shadow mode back to its configured value ({on}) by {by}");
         return Ok(());
     }
     gauge.with_label_values(&[component, "shadow"]).set(1);
+    let now = std::time::Instant::now();
+    switch.hold(Some((by.to_string(), now, hold_for.map(|d| now + d))));
     log::warn!(
         "admin: {component} shadow mode {} {} by {by}",
         if on { "on" } else { "off" },
@@ -280,6 +289,7 @@ fn switch<T: Send + Sync + 'static>(
         actix_web::rt::spawn(async move {
             actix_web::rt::time::sleep(hold_for).await;
             if switch.is_last(change) && switch.turn(switch.configured()).is_ok() {
+                switch.hold(None);
                 let _ = gauge.remove_label_values(&[component, "shadow"]);
                 log::warn!("admin: {component} shadow mode back to its configured value (expired)");
             }

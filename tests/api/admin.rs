@@ -337,15 +337,17 @@ async fn a_pinned_limit_holds_in_flight_under_it_until_auto_hands_it_back() {
 #[actix_web::test]
 async fn a_pin_holds_against_the_adaptive_limiter_and_lifts_by_itself() {
     let app = spawn_app(&[("LOAD_SHED__ADMISSION__MODE", "adaptive")]).await;
-    assert_eq!(
-        post(&app, "/admin/admission/limit?value=60&for=1s").await.0,
-        200
-    );
+    assert_eq!(post(&app, "/admin/admission/limit?value=60").await.0, 200);
     // The limiter keeps learning from these calls, but the pin is what is in force.
     for _ in 0..40 {
         assert_eq!(app.get("/client?ms=1").await.status, 200);
     }
     assert_eq!(limits(&app).await.0, 60.0);
+    // Pinned again for 1 s: it lifts by itself.
+    assert_eq!(
+        post(&app, "/admin/admission/limit?value=60&for=1s").await.0,
+        200
+    );
     actix_web::rt::time::sleep(Duration::from_millis(1300)).await;
     let (_, state) = admin(&app, "GET", "/admin/state", &[]).await;
     assert_eq!(state["admission"]["pinned"], Value::Null);
@@ -384,7 +386,7 @@ async fn shadow_mode_switches_at_run_time_and_back_by_itself() {
         statuses
     };
     assert_eq!(six().await, [200, 200, 429, 429, 429, 429], "enforcing");
-    let (status, body) = post(&app, "/admin/shadow?component=admission&on=true&for=2s").await;
+    let (status, body) = post(&app, "/admin/shadow?component=admission&on=true&for=3s").await;
     assert_eq!((status, body["shadow"].clone()), (200, Value::Bool(true)));
     assert_eq!(
         app.metric(
@@ -402,10 +404,17 @@ async fn shadow_mode_switches_at_run_time_and_back_by_itself() {
     );
     let (_, state) = admin(&app, "GET", "/admin/state", &[]).await;
     assert_eq!(state["admission"]["enforced"], false);
-    // After 2 s it enforces again by itself.
-    actix_web::rt::time::sleep(Duration::from_millis(2300)).await;
+    let held = &state["admission_shadow_override"];
+    assert_eq!(held["shadow"], true);
+    assert!(held["by"]
+        .as_str()
+        .is_some_and(|by| by.starts_with("127.0.0.1:")));
+    assert!(held["expires_in_seconds"].as_f64() <= Some(3.0));
+    // After 3 s it enforces again by itself.
+    actix_web::rt::time::sleep(Duration::from_millis(3300)).await;
     let (_, state) = admin(&app, "GET", "/admin/state", &[]).await;
     assert_eq!(state["admission"]["enforced"], true);
+    assert_eq!(state["admission_shadow_override"], Value::Null);
     assert_eq!(
         six().await,
         [200, 200, 429, 429, 429, 429],
