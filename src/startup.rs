@@ -283,8 +283,9 @@ fn start(
     (handle, actix_web::rt::spawn(bound.server))
 }
 
-/// A listen address as a client on this host reaches it: unspecified becomes loopback.
-fn reachable(addr: SocketAddr) -> SocketAddr {
+/// A listen address as a client on this host reaches it: unspecified becomes loopback (also
+/// what `load-shed-api admin` calls the configured admin address by).
+pub(crate) fn reachable(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
         IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),

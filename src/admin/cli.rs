@@ -6,8 +6,6 @@
 //! Exit codes: 0 done (the answer's JSON on stdout); 1 the listener refused, was unreachable or
 //! answered an error; 2 a usage mistake, or no admin listener configured.
 
-use std::net::SocketAddr;
-
 use crate::settings::Settings;
 
 pub const USAGE: &str = "usage: load-shed-api admin [--addr HOST:PORT] state
@@ -88,7 +86,7 @@ pub fn run(args: &[&str]) -> Result<String, Failed> {
         None => settings
             .admin
             .listen
-            .map(|a| reachable(a).to_string())
+            .map(|a| crate::startup::reachable(a).to_string())
             .ok_or_else(|| {
                 Failed::Usage(
                     "admin: the admin listener is off (admin.listen = \"\"): pass --addr HOST:PORT"
@@ -97,15 +95,6 @@ pub fn run(args: &[&str]) -> Result<String, Failed> {
             })?,
     };
     send(&target, method, &path, settings.admin.token.as_deref())
-}
-
-/// A listen address as a client reaches it: unspecified becomes loopback.
-fn reachable(addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
-    }
 }
 
 /// One request to the admin listener; the body of a 2xx answer.

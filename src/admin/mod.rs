@@ -30,6 +30,7 @@ use crate::api::ApiState;
 use crate::breaker::{Forced, SetOverride};
 use crate::routes;
 use crate::settings::AdminSettings;
+use crate::wire::Query;
 
 /// What the admin listener's workers share.
 pub(crate) struct Admin {
@@ -300,34 +301,24 @@ fn switch<T: Send + Sync + 'static>(
 
 /// `component` and `on` (required), `for` (optional), each once.
 fn shadow_params(query: &str) -> Result<(&'static str, bool, Option<Duration>), String> {
-    let (mut component, mut on, mut hold_for) = (None, None, None);
-    for (key, v) in form_urlencoded::parse(query.as_bytes()) {
-        match key.as_ref() {
-            "component" if component.is_none() => {
-                component = Some(match v.as_ref() {
-                    "admission" => "admission",
-                    "breaker" => "breaker",
-                    other => {
-                        return Err(format!(
-                            "component must be admission or breaker, got {other:?}"
-                        ))
-                    }
-                })
-            }
-            "on" if on.is_none() => {
-                on = Some(match v.as_ref() {
-                    "true" => true,
-                    "false" => false,
-                    other => return Err(format!("on must be true or false, got {other:?}")),
-                })
-            }
-            "for" if hold_for.is_none() => hold_for = Some(parse_hold(&v)?),
-            "component" | "on" | "for" => return Err(format!("{key} given twice")),
-            other => return Err(format!("unknown parameter {other:?} (component, on, for)")),
+    let q = Query::parse(query, &["component", "on", "for"]).map_err(|e| e.to_string())?;
+    let component = match q.get("component") {
+        Some("admission") => "admission",
+        Some("breaker") => "breaker",
+        Some(other) => {
+            return Err(format!(
+                "component must be admission or breaker, got {other:?}"
+            ))
         }
-    }
-    let component = component.ok_or("component is required: admission or breaker")?;
-    let on = on.ok_or("on is required: true (shadow mode) or false (enforce)")?;
+        None => return Err("component is required: admission or breaker".into()),
+    };
+    let on = match q.get("on") {
+        Some("true") => true,
+        Some("false") => false,
+        Some(other) => return Err(format!("on must be true or false, got {other:?}")),
+        None => return Err("on is required: true (shadow mode) or false (enforce)".into()),
+    };
+    let hold_for = q.get("for").map(parse_hold).transpose()?;
     Ok((component, on, hold_for))
 }
 
@@ -336,28 +327,20 @@ const PIN_RANGE: std::ops::RangeInclusive<u32> = 3..=100_000;
 
 /// `value` (required: a limit or `auto`) and `for` (optional, not with `auto`), each once.
 fn limit_params(query: &str) -> Result<(Option<u32>, Option<Duration>), String> {
-    let (mut value, mut hold_for) = (None, None);
-    for (key, v) in form_urlencoded::parse(query.as_bytes()) {
-        match key.as_ref() {
-            "value" if value.is_none() => {
-                value = Some(match v.as_ref() {
-                    "auto" => None,
-                    n => Some(
-                        n.parse::<u32>()
-                            .ok()
-                            .filter(|n| PIN_RANGE.contains(n))
-                            .ok_or_else(|| {
-                                format!("value must be auto or a limit from 3 to 100000, got {n:?}")
-                            })?,
-                    ),
-                })
-            }
-            "for" if hold_for.is_none() => hold_for = Some(parse_hold(&v)?),
-            "value" | "for" => return Err(format!("{key} given twice")),
-            other => return Err(format!("unknown parameter {other:?} (value, for)")),
-        }
-    }
-    let value = value.ok_or("value is required: a limit from 3 to 100000, or auto")?;
+    let q = Query::parse(query, &["value", "for"]).map_err(|e| e.to_string())?;
+    let value = match q.get("value") {
+        Some("auto") => None,
+        Some(n) => Some(
+            n.parse::<u32>()
+                .ok()
+                .filter(|n| PIN_RANGE.contains(n))
+                .ok_or_else(|| {
+                    format!("value must be auto or a limit from 3 to 100000, got {n:?}")
+                })?,
+        ),
+        None => return Err("value is required: a limit from 3 to 100000, or auto".into()),
+    };
+    let hold_for = q.get("for").map(parse_hold).transpose()?;
     if value.is_none() && hold_for.is_some() {
         return Err("for goes with a limit, not auto".into());
     }
@@ -366,27 +349,19 @@ fn limit_params(query: &str) -> Result<(Option<u32>, Option<Duration>), String> 
 
 /// `mode` (required) and `for` (optional, not with `auto`), each at most once, nothing else.
 fn breaker_params(query: &str) -> Result<(Option<Forced>, Option<Duration>), String> {
-    let (mut mode, mut hold_for) = (None, None);
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        match key.as_ref() {
-            "mode" if mode.is_none() => {
-                mode = Some(match value.as_ref() {
-                    "force-open" => Some(Forced::Open),
-                    "force-closed" => Some(Forced::Closed),
-                    "auto" => None,
-                    other => {
-                        return Err(format!(
-                            "mode must be force-open, force-closed or auto, got {other:?}"
-                        ))
-                    }
-                })
-            }
-            "for" if hold_for.is_none() => hold_for = Some(parse_hold(&value)?),
-            "mode" | "for" => return Err(format!("{key} given twice")),
-            other => return Err(format!("unknown parameter {other:?} (mode, for)")),
+    let q = Query::parse(query, &["mode", "for"]).map_err(|e| e.to_string())?;
+    let mode = match q.get("mode") {
+        Some("force-open") => Some(Forced::Open),
+        Some("force-closed") => Some(Forced::Closed),
+        Some("auto") => None,
+        Some(other) => {
+            return Err(format!(
+                "mode must be force-open, force-closed or auto, got {other:?}"
+            ))
         }
-    }
-    let mode = mode.ok_or("mode is required: force-open, force-closed or auto")?;
+        None => return Err("mode is required: force-open, force-closed or auto".into()),
+    };
+    let hold_for = q.get("for").map(parse_hold).transpose()?;
     if mode.is_none() && hold_for.is_some() {
         return Err("for goes with force-open or force-closed, not auto".into());
     }
