@@ -91,6 +91,24 @@ impl<T> Backlog<T> {
         expired
     }
 
+    /// Removes and returns the waiter `score` ranks highest (`None`: it may not be served now);
+    /// the newest of equals. Tenant fairness serves the waiter furthest below its share.
+    pub(crate) fn pop_best(
+        &mut self,
+        score: impl Fn(Priority, &T) -> Option<f64>,
+    ) -> Option<(Priority, T)> {
+        let mut best: Option<(usize, f64)> = None;
+        for (at, w) in self.waiting.iter().enumerate().rev() {
+            if let Some(s) = score(w.priority, &w.item) {
+                if best.is_none_or(|(_, b)| s > b) {
+                    best = Some((at, s));
+                }
+            }
+        }
+        let (at, _) = best?;
+        self.waiting.remove(at).map(|w| (w.priority, w.item))
+    }
+
     /// Removes and returns the newest waiter whose class `fits`.
     pub(crate) fn pop_newest(&mut self, fits: impl Fn(Priority) -> bool) -> Option<(Priority, T)> {
         let at = self.waiting.iter().rposition(|w| fits(w.priority))?;
@@ -135,6 +153,32 @@ mod tests {
         );
         assert_eq!(b.pop_newest(|p| p == Priority::High), None);
         assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn the_best_scored_waiter_is_served_first_and_the_newest_of_equals() {
+        let t0 = Instant::now();
+        let mut b = Backlog::new(4, ms(100));
+        for (i, p) in [
+            Priority::Normal,
+            Priority::Low,
+            Priority::Normal,
+            Priority::Low,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            b.push(t0, p, i);
+        }
+        let score = |p: Priority, i: &usize| (p == Priority::Normal).then_some(*i as f64 % 2.0);
+        // Both normal waiters score 0: the newer one first.
+        assert_eq!(b.pop_best(score), Some((Priority::Normal, 2)));
+        assert_eq!(
+            b.pop_best(|_, i| Some(-(*i as f64))),
+            Some((Priority::Normal, 0))
+        );
+        assert_eq!(b.pop_best(|_, _| None), None);
+        assert_eq!(b.len(), 2);
     }
 
     #[test]

@@ -6,11 +6,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::actor::{Acquire, AdmissionActor, NotNow, Pinning, PublishedPin, Sample, SetPin};
+use super::actor::{
+    Acquire, AdmissionActor, Fair, NotNow, Pinning, PublishedPin, PublishedTenants, Sample, SetPin,
+    TenantsView,
+};
 use super::adaptive::GradientLimit;
 use super::backlog::Backlog;
+use super::fair::Tenants;
 use super::limit::{FixedLimit, Limit};
-use super::machine::{Fractions, Priority, Shed};
+use super::machine::{Fractions, Priority, Reason, Refusal};
 use super::metrics::{AdmissionMetrics, Decision};
 use super::permit::{Permit, Slots};
 use super::{AdmissionConfig, AdmissionMode};
@@ -27,6 +31,8 @@ pub(crate) struct AdmissionHandle {
     metrics: AdmissionMetrics,
     /// The pinned limit, as the actor publishes it (for the admin state).
     pin: PublishedPin,
+    /// Tenant fairness: the header naming the tenant, and what the actor publishes of tenants.
+    tenants: Option<(actix_web::http::header::HeaderName, PublishedTenants)>,
 }
 
 impl AdmissionHandle {
@@ -40,7 +46,8 @@ impl AdmissionHandle {
         home: &ActorHome,
         override_gauge: prometheus::IntGaugeVec,
     ) -> Result<Self, prometheus::Error> {
-        let metrics = AdmissionMetrics::register(metrics, paths, config.enforce)?;
+        let registry = metrics;
+        let metrics = AdmissionMetrics::register(registry, paths, config.enforce)?;
         let shadow = metrics.shadow_switch();
         let limit: Box<dyn Limit> = match config.mode {
             AdmissionMode::Static(limits) => Box::new(FixedLimit(limits)),
@@ -63,19 +70,54 @@ impl AdmissionHandle {
             gauge: override_gauge,
             published: pin.clone(),
         };
-        let backlog = Backlog::new(config.backlog.size, config.backlog.timeout);
+        // With tenant fairness a tenant under its share may wait even without a configured
+        // backlog: then up to the ceiling's worth of requests wait, for queue_timeout_ms.
+        let waiting = match (config.backlog.size, config.fair) {
+            (0, Some(_)) => usize::try_from(config.own_capacity()).unwrap_or(usize::MAX),
+            (size, _) => size,
+        };
+        let backlog = Backlog::new(waiting, config.backlog.timeout);
+        let (fair, tenants) = match config.fair {
+            None => (None, None),
+            Some(fc) => {
+                let header = actix_web::http::header::HeaderName::from_static(fc.header);
+                let published = PublishedTenants::new(std::sync::Mutex::new(TenantsView {
+                    header: header.to_string(),
+                    ..TenantsView::default()
+                }));
+                let fair = Fair {
+                    tenants: Tenants::new(&fc, Instant::now()),
+                    tally: std::collections::HashMap::new(),
+                    active: registry.register(prometheus::IntGauge::new(
+                        "admission_tenants_active",
+                        "Tenants active now (requests in flight, or seen within about a second); tenant fairness only",
+                    )?)?,
+                    published: published.clone(),
+                    overflow_logged: None,
+                };
+                (Some(fair), Some((header, published)))
+            }
+        };
+        let queued = waiting > 0;
         let slots = home.start_with(|addr| {
             let slots = Arc::new(Slots::new(addr, limit.current(), shadow));
-            let actor =
-                AdmissionActor::new(limit, slots.clone(), backlog, metrics.clone(), pinning);
+            let actor = AdmissionActor::new(
+                limit,
+                slots.clone(),
+                backlog,
+                metrics.clone(),
+                pinning,
+                fair,
+            );
             (actor, slots)
         });
         Ok(Self {
             slots,
             learns,
-            queued: config.backlog.size > 0,
+            queued,
             metrics,
             pin,
+            tenants,
         })
     }
 
@@ -109,7 +151,7 @@ impl AdmissionHandle {
         &self,
         path: &'static str,
         priority: Priority,
-    ) -> Result<(), Shed> {
+    ) -> Result<(), Refusal> {
         if !self.slots.has_room(priority) {
             let shed = self.shed(path, priority);
             // Shadow mode: counted as a would-be shed, and the request goes on.
@@ -124,29 +166,46 @@ impl AdmissionHandle {
         Ok(())
     }
 
-    /// Admits or sheds one request to `path`. Without a backlog, a class already full by the
-    /// in-flight count is shed at once; otherwise the actor decides (and counts), and with a
-    /// backlog a request may wait up to the queue timeout. In shadow mode a request that would be
-    /// shed (after the same wait) gets a shadow permit instead: it runs, holding no slot.
+    /// The header naming the tenant, with tenant fairness on.
+    pub(crate) fn tenant_header(&self) -> Option<&actix_web::http::header::HeaderName> {
+        self.tenants.as_ref().map(|(h, _)| h)
+    }
+
+    /// Admits or sheds one request to `path` (of `tenant`, with tenant fairness on). Without a
+    /// backlog or fairness, a class already full by the in-flight count is shed at once; otherwise
+    /// the actor decides (and counts), and a request may wait up to the queue timeout. In shadow
+    /// mode a request that would be shed (after the same wait) gets a shadow permit instead: it
+    /// runs, holding no slot.
     pub(crate) async fn acquire(
         &self,
         path: &'static str,
         priority: Priority,
-    ) -> Result<Permit, Shed> {
-        match self.decide(path, priority).await {
-            Err(Shed) if !self.metrics.enforced() => Ok(self.slots.shadow_permit()),
+        tenant: Option<&str>,
+    ) -> Result<Permit, Refusal> {
+        match self.decide(path, priority, tenant).await {
+            Err(_) if !self.metrics.enforced() => Ok(self.slots.shadow_permit()),
             decided => decided,
         }
     }
 
     /// The decision, as enforcing makes it (counted as a would-be shed in shadow mode).
-    async fn decide(&self, path: &'static str, priority: Priority) -> Result<Permit, Shed> {
+    async fn decide(
+        &self,
+        path: &'static str,
+        priority: Priority,
+        tenant: Option<&str>,
+    ) -> Result<Permit, Refusal> {
         if !self.queued && !self.slots.has_room(priority) {
             return Err(self.shed(path, priority));
         }
-        match self.slots.addr().send(Acquire { priority, path }).await {
+        let ask = Acquire {
+            priority,
+            path,
+            tenant: tenant.map(Box::from),
+        };
+        match self.slots.addr().send(ask).await {
             Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(NotNow::Shed)) => Err(Shed),
+            Ok(Err(NotNow::Shed(refusal))) => Err(refusal),
             // Answered (and counted) by the actor, unless it stopped with the request queued.
             Ok(Err(NotNow::Queued(rx))) => {
                 rx.await.unwrap_or_else(|_| Err(self.shed(path, priority)))
@@ -168,6 +227,11 @@ impl AdmissionHandle {
             shadow_inflight: self.slots.shadow_running(),
             queued: self.metrics.queued_now(),
             enforced: self.metrics.enforced(),
+            tenants: self.tenants.as_ref().map(|(_, view)| {
+                view.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            }),
             pinned: self
                 .pin
                 .lock()
@@ -192,10 +256,10 @@ impl AdmissionHandle {
         self.metrics.decided_total(path)
     }
 
-    /// A request shed here, without the actor: counted here.
-    fn shed(&self, path: &'static str, priority: Priority) -> Shed {
-        self.metrics.decided(path, priority, Decision::Shed);
-        Shed
+    /// A request shed here for lack of capacity, without the actor: counted here.
+    fn shed(&self, path: &'static str, priority: Priority) -> Refusal {
+        self.metrics.refused(path, priority, Reason::Capacity);
+        Refusal::of(Reason::Capacity)
     }
 }
 
@@ -211,6 +275,8 @@ pub(crate) struct AdmissionView {
     /// Waiting in the backlog.
     pub queued: i64,
     pub enforced: bool,
+    /// Tenant fairness (`None`: off): active and tracked tenants, the heaviest shed.
+    pub tenants: Option<TenantsView>,
     /// An operator's pinned limit, if held.
     pub pinned: Option<PinnedView>,
 }

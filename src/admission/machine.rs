@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use super::fair::TenantId;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Priority {
     High,
@@ -83,6 +85,77 @@ impl Limits {
     }
 }
 
+/// Why a request was shed: the `reason` of the 429 body and of `admission_shed_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Its class's in-flight ceiling was reached (or a full backlog made room for a newer waiter).
+    Capacity,
+    /// Its tenant held its fair share or more of a full class (tenant fairness).
+    TenantShare,
+    /// Its tenant's token bucket was empty (the per-tenant quota).
+    TenantQuota,
+    /// It waited for a slot (backlog or fair wait) as long as allowed and none came.
+    QueueTimeout,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 4] = [
+        Reason::Capacity,
+        Reason::TenantShare,
+        Reason::TenantQuota,
+        Reason::QueueTimeout,
+    ];
+
+    /// Its place in [`Reason::ALL`].
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Reason::Capacity => 0,
+            Reason::TenantShare => 1,
+            Reason::TenantQuota => 2,
+            Reason::QueueTimeout => 3,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Capacity => "capacity",
+            Reason::TenantShare => "tenant_share",
+            Reason::TenantQuota => "tenant_quota",
+            Reason::QueueTimeout => "queue_timeout",
+        }
+    }
+}
+
+/// A request admission refused (answered 429): why, and how long to wait before trying again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: Reason,
+    /// Whole seconds, at least 1 (`Retry-After`).
+    pub retry_after: u32,
+}
+
+impl Refusal {
+    /// A refusal for `reason` with `Retry-After: 1`.
+    pub const fn of(reason: Reason) -> Self {
+        Self {
+            reason,
+            retry_after: 1,
+        }
+    }
+
+    /// Over quota: retry once the next token is there (whole seconds, rounded up, at least 1).
+    pub fn quota(wait: std::time::Duration) -> Self {
+        let secs = wait
+            .as_millis()
+            .div_ceil(1000)
+            .clamp(1, u128::from(u32::MAX));
+        Self {
+            reason: Reason::TenantQuota,
+            retry_after: u32::try_from(secs).unwrap_or(u32::MAX),
+        }
+    }
+}
+
 /// A refused request: the in-flight ceiling of its class was reached (answered 429).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("overloaded: the in-flight ceiling of this priority is reached")]
@@ -112,11 +185,26 @@ pub struct Shed;
 #[must_use = "a permit token must be released"]
 pub struct PermitToken {
     priority: Priority,
+    /// Its tenant, with tenant fairness on.
+    tenant: Option<TenantId>,
 }
 
 impl PermitToken {
     pub fn priority(&self) -> Priority {
         self.priority
+    }
+
+    /// Its tenant (tenant fairness), whose count the release lowers.
+    pub(crate) fn tenant(&self) -> Option<TenantId> {
+        self.tenant
+    }
+
+    /// Charges the slot to `tenant`.
+    pub(crate) fn for_tenant(self, tenant: TenantId) -> Self {
+        Self {
+            tenant: Some(tenant),
+            ..self
+        }
     }
 }
 
@@ -151,7 +239,10 @@ impl Admission {
     pub fn try_acquire(&mut self, priority: Priority) -> Result<PermitToken, Shed> {
         if self.inflight < self.limits.ceiling(priority) {
             self.inflight += 1;
-            Ok(PermitToken { priority })
+            Ok(PermitToken {
+                priority,
+                tenant: None,
+            })
         } else {
             Err(Shed)
         }

@@ -3,6 +3,8 @@
 //! Label values come from [`Priority`] and [`Decision`]. The counters a request touches are
 //! resolved once, at start-up, so counting needs no label lookup.
 //!
+//! Every shed is also counted by reason (`admission_shed_total{reason}`).
+//!
 //! In shadow mode (`admission.enforce = false`) a shed is not counted as one: it goes to
 //! `admission_shadow_total{reason}`, and the requests that run only because of shadow mode are
 //! `admission_shadow_inflight` (neither series exists otherwise).
@@ -12,7 +14,7 @@ use std::sync::Arc;
 
 use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
-use super::machine::{Limits, Priority};
+use super::machine::{Limits, Priority, Reason};
 use crate::metrics::Metrics;
 use crate::shadow::Switch;
 
@@ -60,8 +62,8 @@ pub(crate) struct AdmissionMetrics {
 
 /// What shadow mode counts instead of sheds.
 pub(crate) struct Shadow {
-    /// `admission_shadow_total{reason="capacity"}`.
-    capacity: IntCounter,
+    /// `admission_shadow_total{reason}`, in the order of [`Reason::ALL`].
+    reasons: [IntCounter; 4],
     /// `admission_shadow_inflight`.
     pub(crate) inflight: IntGauge,
     /// Would-be sheds per path (for the offered load), as `resolved.decisions`' paths.
@@ -73,6 +75,8 @@ pub(crate) struct Shadow {
 struct Resolved {
     decisions: Vec<(&'static str, [[IntCounter; 2]; 3])>,
     released: [IntCounter; 3],
+    /// `admission_shed_total{reason}`, in the order of [`Reason::ALL`].
+    shed: [IntCounter; 4],
 }
 
 impl AdmissionMetrics {
@@ -95,7 +99,7 @@ impl AdmissionMetrics {
                     &["reason"],
                 )?)?;
                 Ok(Shadow {
-                    capacity: reasons.with_label_values(&["capacity"]),
+                    reasons: Reason::ALL.map(|r| reasons.with_label_values(&[r.as_str()])),
                     inflight: registry.register(IntGauge::new(
                         "admission_shadow_inflight",
                         "Shadow mode: requests in flight that admission would have shed (admission_inflight + this = all in flight)",
@@ -118,6 +122,13 @@ impl AdmissionMetrics {
             ),
             &["priority"],
         )?)?;
+        let shed = metrics.register(IntCounterVec::new(
+            Opts::new(
+                "admission_shed_total",
+                "Requests admission shed (answered 429), by reason: capacity, tenant_share, tenant_quota, queue_timeout",
+            ),
+            &["reason"],
+        )?)?;
         // Every series exists from the first scrape, so dashboards and rate() see zeros, not gaps.
         let resolved = Arc::new(Resolved {
             decisions: paths
@@ -131,6 +142,7 @@ impl AdmissionMetrics {
                 })
                 .collect(),
             released: Priority::ALL.map(|p| released.with_label_values(&[p.as_str()])),
+            shed: Reason::ALL.map(|r| shed.with_label_values(&[r.as_str()])),
         });
         Ok(Self {
             requests,
@@ -171,16 +183,29 @@ impl AdmissionMetrics {
         self.shadow.clone()
     }
 
-    /// Counts one admission decision; in shadow mode a shed is counted as a would-be shed.
+    /// Counts one refusal, with its reason; in shadow mode as a would-be shed.
+    pub(crate) fn refused(&self, path: &str, priority: Priority, reason: Reason) {
+        self.count(path, priority, Decision::Shed, reason);
+    }
+
+    /// Counts one admission decision (a shed for lack of capacity); in shadow mode a shed is
+    /// counted as a would-be shed.
     pub(crate) fn decided(&self, path: &str, priority: Priority, decision: Decision) {
+        self.count(path, priority, decision, Reason::Capacity);
+    }
+
+    fn count(&self, path: &str, priority: Priority, decision: Decision, reason: Reason) {
         if decision == Decision::Shed && self.shadow.is_on() {
             if let Some(shadow) = self.shadow.series() {
-                shadow.capacity.inc();
+                shadow.reasons[reason.index()].inc();
                 if let Some((_, n)) = shadow.by_path.iter().find(|(p, _)| *p == path) {
                     n.fetch_add(1, Ordering::Relaxed);
                 }
             }
             return;
+        }
+        if decision == Decision::Shed {
+            self.resolved.shed[reason.index()].inc();
         }
         match self.resolved.decisions.iter().find(|(p, _)| *p == path) {
             Some((_, by)) => by[priority.index()][decision.index()].inc(),

@@ -33,6 +33,10 @@ async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome
         Ok(p) => p,
         Err(bad) => return Outcome::Invalid(bad),
     };
+    let tenant = match state.tenant(req) {
+        Ok(tenant) => tenant,
+        Err(bad) => return bad,
+    };
     // Too little time left to be worth a slot or a call: the caller will have given up.
     if params.budget.is_some_and(|b| b < state.timeouts.min_budget) {
         return Outcome::DeadlineTooShort;
@@ -47,7 +51,7 @@ async fn run(req: &HttpRequest, state: &ApiState, http: &awc::Client) -> Outcome
         return refused(state, Rejected::open(retry_after));
     }
     let asked = Instant::now();
-    let permit = match state.admit(CLIENT, params.priority).await {
+    let permit = match state.admit(CLIENT, params.priority, tenant).await {
         Ok(permit) => permit,
         Err(shed) => return shed,
     };

@@ -17,7 +17,7 @@ mod params;
 mod upstream_call;
 mod work;
 
-use actix_web::web;
+use actix_web::{web, HttpRequest};
 
 pub(crate) use upstream_call::client as upstream_client;
 
@@ -141,19 +141,34 @@ impl ApiState {
             .then(|| self.retries.budget_left())
     }
 
+    /// The request's tenant, with tenant fairness on (`admission.tenant_header`): the header's
+    /// value, or `None` when it has none (the anonymous tenant) or fairness is off. A value
+    /// that is repeated, empty, too long or not printable ASCII is a 400 naming the header.
+    fn tenant<'r>(&self, req: &'r HttpRequest) -> Result<Option<&'r str>, Outcome> {
+        match self.admission.tenant_header() {
+            None => Ok(None),
+            Some(header) => params::tenant(req.headers(), header).map_err(Outcome::Invalid),
+        }
+    }
+
     /// Admits or sheds (the decision is counted by the admission layer).
-    async fn admit(&self, path: &'static str, priority: Priority) -> Result<Permit, Outcome> {
+    async fn admit(
+        &self,
+        path: &'static str,
+        priority: Priority,
+        tenant: Option<&str>,
+    ) -> Result<Permit, Outcome> {
         self.admission
-            .acquire(path, priority)
+            .acquire(path, priority, tenant)
             .await
-            .map_err(|_| Outcome::Shed { priority })
+            .map_err(|refusal| Outcome::Shed { priority, refusal })
     }
 
     /// Decides admission without taking a slot, for a request that will not run.
     fn admit_without_slot(&self, path: &'static str, priority: Priority) -> Result<(), Outcome> {
         self.admission
             .admit_without_slot(path, priority)
-            .map_err(|_| Outcome::Shed { priority })
+            .map_err(|refusal| Outcome::Shed { priority, refusal })
     }
 }
 

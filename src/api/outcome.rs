@@ -8,7 +8,7 @@ use actix_web::HttpResponse;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::admission::Priority;
+use crate::admission::{Priority, Reason, Refusal};
 use crate::routes::JSON;
 use crate::wire::BadParam;
 
@@ -22,6 +22,7 @@ pub(crate) enum Outcome {
     Invalid(BadParam),
     Shed {
         priority: Priority,
+        refusal: Refusal,
     },
     BreakerOpen {
         retry_after: Duration,
@@ -52,6 +53,23 @@ struct OkBody {
     priority: &'static str,
 }
 
+/// The 429 body: `{"error":"overloaded","priority":…,"reason":…}`, fixed text per pair.
+fn shed_body(priority: Priority, reason: Reason) -> &'static str {
+    macro_rules! bodies {
+        ($($p:ident $ps:literal),*) => {
+            match (priority, reason) {
+                $(
+                    (Priority::$p, Reason::Capacity) => concat!(r#"{"error":"overloaded","priority":""#, $ps, r#"","reason":"capacity"}"#),
+                    (Priority::$p, Reason::TenantShare) => concat!(r#"{"error":"overloaded","priority":""#, $ps, r#"","reason":"tenant_share"}"#),
+                    (Priority::$p, Reason::TenantQuota) => concat!(r#"{"error":"overloaded","priority":""#, $ps, r#"","reason":"tenant_quota"}"#),
+                    (Priority::$p, Reason::QueueTimeout) => concat!(r#"{"error":"overloaded","priority":""#, $ps, r#"","reason":"queue_timeout"}"#),
+                )*
+            }
+        };
+    }
+    bodies!(High "high", Normal "normal", Low "low")
+}
+
 impl Outcome {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
@@ -79,15 +97,15 @@ impl Outcome {
             }
             Outcome::Invalid(bad) => json!({"error": bad.error, "param": bad.param}),
             // The fail-fast answers are fixed text: no allocation on the paths that must be cheapest.
-            Outcome::Shed { priority } => {
+            Outcome::Shed { priority, refusal } => {
+                if refusal.retry_after <= 1 {
+                    res.insert_header((RETRY_AFTER, HeaderValue::from_static("1")));
+                } else {
+                    res.insert_header((RETRY_AFTER, refusal.retry_after));
+                }
                 return res
-                    .insert_header((RETRY_AFTER, HeaderValue::from_static("1")))
                     .insert_header(JSON)
-                    .body(match priority {
-                        Priority::High => r#"{"error":"overloaded","priority":"high"}"#,
-                        Priority::Normal => r#"{"error":"overloaded","priority":"normal"}"#,
-                        Priority::Low => r#"{"error":"overloaded","priority":"low"}"#,
-                    });
+                    .body(shed_body(priority, refusal.reason));
             }
             Outcome::BreakerOpen { retry_after } => {
                 return res
@@ -114,6 +132,7 @@ impl Outcome {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -138,6 +157,19 @@ mod tests {
             body(None).as_deref(),
             Some(r#"{"ms":null,"ok":true,"priority":"high"}"#)
         );
+    }
+
+    #[test]
+    fn every_shed_body_is_json_with_its_priority_and_reason() {
+        for p in Priority::ALL {
+            for r in Reason::ALL {
+                let body: serde_json::Value = serde_json::from_str(shed_body(p, r)).unwrap();
+                assert_eq!(
+                    body,
+                    json!({"error": "overloaded", "priority": p.as_str(), "reason": r.as_str()})
+                );
+            }
+        }
     }
 
     #[test]
@@ -167,7 +199,13 @@ mod tests {
                 }),
                 400,
             ),
-            (Outcome::Shed { priority: p }, 429),
+            (
+                Outcome::Shed {
+                    priority: p,
+                    refusal: Refusal::of(Reason::Capacity),
+                },
+                429,
+            ),
             (
                 Outcome::BreakerOpen {
                     retry_after: Duration::from_secs(3),

@@ -8,7 +8,7 @@ use actix_web::http::header::{HeaderMap, HeaderName};
 use actix_web::HttpRequest;
 
 use crate::admission::Priority;
-use crate::settings::Timeouts;
+use crate::settings::{Timeouts, MAX_TENANT_LEN};
 use crate::wire::{integer_in, BadParam, Overrides, Query, BUDGET_HEADER, PRIORITY_HEADER};
 
 /// A validated `/client` request.
@@ -57,6 +57,33 @@ fn name_of(header: &HeaderName) -> &'static str {
     } else {
         "X-Request-Timeout-Ms"
     }
+}
+
+/// The tenant named by `header` (`admission.tenant_header`): `None` without the header; one
+/// value of 1 to 64 printable ASCII characters (space included), else a 400 naming the header.
+pub(crate) fn tenant<'h>(
+    headers: &'h HeaderMap,
+    header: &HeaderName,
+) -> Result<Option<&'h str>, BadParam> {
+    let shown = header.as_str();
+    let mut values = headers.get_all(header);
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(BadParam::new(shown, "repeated header"));
+    }
+    let bytes = first.as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_TENANT_LEN {
+        return Err(BadParam::new(
+            shown,
+            format!("must be 1 to {MAX_TENANT_LEN} characters"),
+        ));
+    }
+    if !bytes.iter().all(|b| (0x20..0x7f).contains(b)) {
+        return Err(BadParam::new(shown, "must be printable ASCII"));
+    }
+    Ok(first.to_str().ok())
 }
 
 /// `priority` from the query, else `X-Priority`, else normal.

@@ -24,7 +24,11 @@ async fn run(req: &HttpRequest, state: &ApiState) -> Outcome {
         Ok(p) => p,
         Err(bad) => return Outcome::Invalid(bad),
     };
-    let permit = match state.admit(WORK, params.priority).await {
+    let tenant = match state.tenant(req) {
+        Ok(tenant) => tenant,
+        Err(bad) => return bad,
+    };
+    let permit = match state.admit(WORK, params.priority, tenant).await {
         Ok(permit) => permit,
         Err(shed) => return shed,
     };

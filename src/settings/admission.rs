@@ -17,7 +17,30 @@ pub(crate) struct AdmissionConfig {
     /// Whether sheds are enforced (`admission.enforce`); `false` is shadow mode: a request that
     /// would be shed goes on, counted, outside the in-flight count enforcing would have.
     pub enforce: bool,
+    /// Tenant fairness and quotas (`admission.tenant_header` set), else `None`.
+    pub fair: Option<FairConfig>,
 }
+
+/// Tenant fairness's configuration (`[admission]`'s tenant keys, when `tenant_header` is set);
+/// its behaviour is in `crate::admission`'s fairness rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct FairConfig {
+    /// The header naming the tenant, lowercase (validated as a header name).
+    pub header: &'static str,
+    /// Named tenants tracked at most; beyond, new tenants share the overflow tenant.
+    pub max_tenants: usize,
+    pub quota: Option<Quota>,
+}
+
+/// The per-tenant token bucket: `rate` tokens per second, at most `burst`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Quota {
+    pub rate: f64,
+    pub burst: f64,
+}
+
+/// Longest tenant header value accepted (a longer one is a 400).
+pub(crate) const MAX_TENANT_LEN: usize = 64;
 
 impl AdmissionConfig {
     /// The in-flight ceiling this replica allows itself: the fixed one, or the adaptive limit's
@@ -99,6 +122,10 @@ pub(super) struct RawAdmission {
     queue_size: u32,
     queue_timeout_ms: u64,
     enforce: bool,
+    tenant_header: String,
+    tenant_rate_per_second: f64,
+    tenant_burst: u32,
+    max_tenants: u32,
 }
 
 /// `admission.mode`, before its parameters are attached.
@@ -163,7 +190,9 @@ impl TryFrom<RawAdmission> for AdmissionConfig {
         )?;
         in_range("admission.queue_size", a.queue_size.into(), 0, 100_000)?;
         in_range("admission.queue_timeout_ms", a.queue_timeout_ms, 1, 60_000)?;
+        let fair = fairness(&a)?;
         Ok(AdmissionConfig {
+            fair,
             mode: match mode {
                 Mode::Static => AdmissionMode::Static(Limits {
                     high: a.max_inflight,
@@ -185,4 +214,54 @@ impl TryFrom<RawAdmission> for AdmissionConfig {
             enforce: a.enforce,
         })
     }
+}
+
+/// The tenant keys: `None` when `tenant_header` is empty (and then no quota may be asked for).
+fn fairness(a: &RawAdmission) -> Result<Option<FairConfig>, ConfigError> {
+    let rate = a.tenant_rate_per_second;
+    check(
+        rate.is_finite() && (0.0..=1_000_000.0).contains(&rate),
+        "admission.tenant_rate_per_second",
+        || format!("must be a number between 0 and 1000000 (0 = no quota), got {rate}"),
+    )?;
+    in_range(
+        "admission.tenant_burst",
+        a.tenant_burst.into(),
+        0,
+        1_000_000,
+    )?;
+    check(
+        (rate > 0.0) == (a.tenant_burst > 0),
+        "admission.tenant_burst",
+        || {
+            format!(
+                "a quota needs both tenant_rate_per_second and tenant_burst above 0 (or both 0 = none), got {rate} and {}",
+                a.tenant_burst
+            )
+        },
+    )?;
+    in_range("admission.max_tenants", a.max_tenants.into(), 1, 1_000_000)?;
+    let header = a.tenant_header.trim();
+    if header.is_empty() {
+        check(rate == 0.0, "admission.tenant_rate_per_second", || {
+            "a per-tenant quota needs admission.tenant_header".to_string()
+        })?;
+        return Ok(None);
+    }
+    let name = actix_web::http::header::HeaderName::try_from(header).map_err(|_| {
+        ConfigError::at(
+            "admission.tenant_header",
+            format!("must be an HTTP header name (letters, digits, '-'), got {header:?}"),
+        )
+    })?;
+    // Configured once per process: a few bytes kept for its lifetime.
+    let header: &'static str = Box::leak(name.as_str().to_string().into_boxed_str());
+    Ok(Some(FairConfig {
+        header,
+        max_tenants: count(a.max_tenants.into()),
+        quota: (rate > 0.0).then(|| Quota {
+            rate,
+            burst: f64::from(a.tenant_burst),
+        }),
+    }))
 }

@@ -26,7 +26,9 @@ use serde::Deserialize;
 pub use rules::ConfigError;
 
 pub(crate) use admin::AdminSettings;
-pub(crate) use admission::{AdmissionConfig, AdmissionMode, GradientConfig};
+pub(crate) use admission::{
+    AdmissionConfig, AdmissionMode, FairConfig, GradientConfig, Quota, MAX_TENANT_LEN,
+};
 pub(crate) use api::ApiSettings;
 pub use breaker::{BreakerConfig, RateWindow, ThrottleParams, TripRule};
 pub(crate) use retry::{BudgetConfig, RetryConfig, RetryOn};
@@ -419,6 +421,31 @@ mod tests {
             ("LOAD_SHED__BREAKER__MODE", "rate", "breaker.mode"),
             ("LOAD_SHED__ADMISSION__MODE", "auto", "admission.mode"),
             (
+                "LOAD_SHED__ADMISSION__TENANT_HEADER",
+                "X Tenant",
+                "admission.tenant_header",
+            ),
+            (
+                "LOAD_SHED__ADMISSION__TENANT_RATE_PER_SECOND",
+                "5",
+                "admission.tenant_burst",
+            ),
+            (
+                "LOAD_SHED__ADMISSION__TENANT_RATE_PER_SECOND",
+                "-1",
+                "admission.tenant_rate_per_second",
+            ),
+            (
+                "LOAD_SHED__ADMISSION__TENANT_BURST",
+                "5",
+                "admission.tenant_burst",
+            ),
+            (
+                "LOAD_SHED__ADMISSION__MAX_TENANTS",
+                "0",
+                "admission.max_tenants",
+            ),
+            (
                 "LOAD_SHED__ADMISSION__QUEUE_TIMEOUT_MS",
                 "0",
                 "admission.queue_timeout_ms",
@@ -504,6 +531,39 @@ mod tests {
             let e = err(&[degrade.as_slice(), extra.as_slice()].concat());
             check_one_line(&e, "LOAD_SHED__UPSTREAM__DEGRADE_AFTER_SECONDS", "10", key);
         }
+    }
+
+    #[test]
+    fn tenant_fairness_is_off_by_default_and_a_quota_needs_its_header() {
+        assert_eq!(Settings::from_env_pairs(&[]).unwrap().admission.fair, None);
+        let e = err(&[
+            ("LOAD_SHED__ADMISSION__TENANT_RATE_PER_SECOND", "5"),
+            ("LOAD_SHED__ADMISSION__TENANT_BURST", "10"),
+        ]);
+        check_one_line(
+            &e,
+            "LOAD_SHED__ADMISSION__TENANT_RATE_PER_SECOND",
+            "5",
+            "admission.tenant_rate_per_second",
+        );
+        let s = Settings::from_env_pairs(&[
+            ("LOAD_SHED__ADMISSION__TENANT_HEADER", "X-Tenant"),
+            ("LOAD_SHED__ADMISSION__TENANT_RATE_PER_SECOND", "2.5"),
+            ("LOAD_SHED__ADMISSION__TENANT_BURST", "10"),
+            ("LOAD_SHED__ADMISSION__MAX_TENANTS", "7"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.admission.fair,
+            Some(crate::settings::FairConfig {
+                header: "x-tenant",
+                max_tenants: 7,
+                quota: Some(crate::settings::Quota {
+                    rate: 2.5,
+                    burst: 10.0
+                }),
+            })
+        );
     }
 
     fn check_one_line(e: &ConfigError, var: &str, value: &str, key: &str) {

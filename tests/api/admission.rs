@@ -38,7 +38,7 @@ async fn each_priority_is_shed_at_its_own_ceiling_and_the_counts_reconcile() {
     assert_eq!(r.status, 429);
     assert_eq!(
         r.json,
-        serde_json::json!({"error": "overloaded", "priority": "low"})
+        serde_json::json!({"error": "overloaded", "priority": "low", "reason": "capacity"})
     );
     let secs: u64 = r.retry_after.expect("Retry-After").parse().unwrap();
     assert!(secs >= 1);
@@ -91,6 +91,15 @@ async fn each_priority_is_shed_at_its_own_ceiling_and_the_counts_reconcile() {
         &[("method", "GET"), ("path", "/client"), ("status", "429")],
     );
     assert_eq!(http_429, Some(4.0));
+    let shed =
+        |reason| crate::helpers::series_value(&text, "admission_shed_total", &[("reason", reason)]);
+    assert_eq!(shed("capacity"), Some(4.0));
+    assert_eq!(shed("tenant_share"), Some(0.0));
+    // Tenant fairness is off: no tenant gauge.
+    assert_eq!(
+        crate::helpers::series_value(&text, "admission_tenants_active", &[]),
+        None
+    );
 }
 
 #[actix_web::test]

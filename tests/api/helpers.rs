@@ -172,7 +172,7 @@ impl TestApp {
     }
 }
 
-async fn reply<S>(mut res: awc::ClientResponse<S>) -> Reply
+pub async fn reply<S>(mut res: awc::ClientResponse<S>) -> Reply
 where
     S: futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin,
 {

@@ -12,6 +12,7 @@ mod http2;
 mod metrics;
 mod retries;
 mod shadow;
+mod tenants;
 mod throttle;
 mod upstream;
 mod work;
