@@ -184,6 +184,7 @@ async fn attempt(
             overrides: params.overrides,
             timeout,
             max_body_bytes: state.api.max_upstream_body_bytes,
+            priority: params.priority,
         },
     )
     .await;

@@ -7,7 +7,8 @@ use awc::error::{ConnectError, PayloadError, SendRequestError};
 use awc::http::header::HeaderValue;
 use serde::Deserialize;
 
-use crate::wire::{Overrides, BUDGET_HEADER};
+use crate::admission::Priority;
+use crate::wire::{Overrides, BUDGET_HEADER, PRIORITY_HEADER};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum UpstreamError {
@@ -34,6 +35,9 @@ pub(crate) struct UpstreamRequest<'a> {
     pub overrides: Overrides,
     pub timeout: Duration,
     pub max_body_bytes: usize,
+    /// The class the request was admitted under, passed on as `X-Priority` (never raised: it
+    /// is the caller's own). Normal, the dependency's default, is not sent.
+    pub priority: Priority,
 }
 
 impl UpstreamRequest<'_> {
@@ -68,12 +72,16 @@ pub(crate) async fn call(
 ) -> Result<Option<u64>, UpstreamError> {
     let exchange = async {
         let budget = u64::try_from(req.timeout.as_millis()).unwrap_or(u64::MAX);
-        let mut res = client
+        let mut call = client
             .get(req.url())
-            .insert_header((BUDGET_HEADER, HeaderValue::from(budget)))
-            .send()
-            .await
-            .map_err(from_send_error)?;
+            .insert_header((BUDGET_HEADER, HeaderValue::from(budget)));
+        if req.priority != Priority::Normal {
+            call = call.insert_header((
+                PRIORITY_HEADER,
+                HeaderValue::from_static(req.priority.as_str()),
+            ));
+        }
+        let mut res = call.send().await.map_err(from_send_error)?;
         let status = res.status();
         if !status.is_success() {
             // The verdict is known from the head; a stalled error body must not turn it into a
@@ -163,6 +171,7 @@ mod tests {
             overrides: Overrides { ms, fail_rate },
             timeout: Duration::from_millis(1),
             max_body_bytes: 1,
+            priority: Priority::Normal,
         };
         assert_eq!(request(None, None).url(), "http://u:1/upstream");
         assert_eq!(

@@ -11,7 +11,8 @@ use serde_json::json;
 use super::faults::{chance, Reset};
 use super::params::UpstreamParams;
 use super::Simulator;
-use crate::wire::BUDGET_HEADER;
+use crate::admission::Priority;
+use crate::wire::{BUDGET_HEADER, PRIORITY_HEADER};
 
 /// Work is abandoned this long after the caller's budget runs out. The caller's clock started
 /// first and its own timeout fires then; stopping at the same instant would race it, and an answer
@@ -34,6 +35,14 @@ pub(crate) async fn upstream(req: HttpRequest, sim: web::Data<Simulator>) -> Htt
             return HttpResponse::BadRequest().json(json!({"error": bad.error, "param": bad.param}))
         }
     };
+    // The caller's class (the api passes on the one it admitted the request under): a saturated
+    // dependency serves higher priority first. Absent or not a class: normal.
+    let priority = req
+        .headers()
+        .get(PRIORITY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(Priority::parse)
+        .unwrap_or(Priority::Normal);
     let arrived = Instant::now();
     let deadline = req
         .headers()
@@ -42,9 +51,9 @@ pub(crate) async fn upstream(req: HttpRequest, sim: web::Data<Simulator>) -> Htt
         .and_then(|v| v.parse::<u64>().ok())
         .map(|ms| arrived + Duration::from_millis(ms) + DEADLINE_SLACK);
     let slot = match deadline.filter(|_| sim.capacity.is_limited()) {
-        None => sim.capacity.slot().await,
+        None => sim.capacity.slot(priority).await,
         Some(deadline) => {
-            match tokio::time::timeout_at(deadline.into(), sim.capacity.slot()).await {
+            match tokio::time::timeout_at(deadline.into(), sim.capacity.slot(priority)).await {
                 Ok(slot) => slot,
                 Err(_) => return deadline_exceeded(),
             }

@@ -333,3 +333,41 @@ mod deadlines {
         assert_eq!(holder.await.unwrap().0, 200);
     }
 }
+
+#[actix_web::test]
+async fn a_saturated_dependency_serves_the_apis_high_priority_calls_first() {
+    // One slot at the dependency: the api's calls queue there, and X-Priority orders the queue.
+    let app = crate::helpers::spawn_app(&[
+        ("LOAD_SHED__UPSTREAM__CONCURRENCY", "1"),
+        ("LOAD_SHED__TIMEOUTS__UPSTREAM_MS", "5000"),
+    ])
+    .await;
+    let call = |priority: &'static str, ms: u64| {
+        let url = app.url(&format!("/client?ms={ms}&priority={priority}"));
+        actix_web::rt::spawn(async move {
+            let started = std::time::Instant::now();
+            let client = awc::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .finish();
+            let mut res = client.get(url).send().await.expect("answer");
+            let _ = res.body().await;
+            (res.status().as_u16(), started.elapsed())
+        })
+    };
+    let first = call("low", 300);
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    let lows: Vec<_> = (0..3).map(|_| call("low", 300)).collect();
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    let high = call("high", 0);
+    let (status, took) = high.await.unwrap();
+    assert_eq!(status, 200);
+    // Served when the first call ends (~250 ms from now), not after the three queued lows.
+    assert!(
+        took < std::time::Duration::from_millis(700),
+        "the high-priority call waited {took:?}"
+    );
+    assert_eq!(first.await.unwrap().0, 200);
+    for low in lows {
+        assert_eq!(low.await.unwrap().0, 200);
+    }
+}
