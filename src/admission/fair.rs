@@ -25,7 +25,8 @@
 //! window) and its bucket is full again, so forgetting never hands out fresh tokens. Every
 //! decision does a bounded amount of work ([`SWEEP_PER_DECISION`]), whatever the number tracked.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::settings::{FairConfig, Quota};
@@ -69,6 +70,10 @@ struct Tenant {
     active: bool,
     /// Whether it has an entry in [`Tenants::checks`].
     checked: bool,
+    /// Idle, kept only until its bucket is full again, with an entry in [`Tenants::refills`] of
+    /// this generation (bumped when it comes back, so that entry is stale).
+    parked: bool,
+    generation: u32,
     /// The bucket's tokens at `refilled` (below zero after admissions from the backlog beyond it).
     tokens: f64,
     refilled: Instant,
@@ -82,6 +87,8 @@ impl Tenant {
             last_seen: now,
             active: false,
             checked: false,
+            parked: false,
+            generation: 0,
             tokens: quota.map_or(0.0, |q| q.burst),
             refilled: now,
         }
@@ -108,6 +115,8 @@ pub(crate) struct Tenants {
     active: u32,
     /// When to look at a tenant again (oldest first; times never decrease).
     checks: VecDeque<(Instant, u32)>,
+    /// Idle tenants kept until their bucket is full: when it will be, the slot and generation.
+    refills: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     /// Requests sent to the overflow tenant since [`Tenants::take_overflowed`].
     overflowed: u64,
 }
@@ -129,6 +138,7 @@ impl Tenants {
             free: Vec::new(),
             active: 0,
             checks: VecDeque::new(),
+            refills: BinaryHeap::new(),
             overflowed: 0,
         }
     }
@@ -150,6 +160,10 @@ impl Tenants {
         };
         let t = &mut self.slots[id.0 as usize];
         t.last_seen = now;
+        if t.parked {
+            t.parked = false;
+            t.generation = t.generation.wrapping_add(1);
+        }
         if !t.active {
             t.active = true;
             self.active += 1;
@@ -162,9 +176,11 @@ impl Tenants {
     }
 
     fn add(&mut self, key: &str, now: Instant) -> TenantId {
-        let tenant = Tenant::new(key.into(), now, self.config.quota);
+        let mut tenant = Tenant::new(key.into(), now, self.config.quota);
         let slot = match self.free.pop() {
             Some(slot) => {
+                // A later generation, so no stale refill entry of the slot's last tenant matches.
+                tenant.generation = self.slots[slot as usize].generation.wrapping_add(1);
                 self.slots[slot as usize] = tenant;
                 slot
             }
@@ -178,47 +194,70 @@ impl Tenants {
     }
 
     /// Looks at up to `max` tenants whose check is due at `now`: one idle for a window stops
-    /// counting as active, and is forgotten once its bucket is full again.
+    /// counting as active, and is forgotten once its bucket is full again (an idle tenant whose
+    /// bucket is refilling is looked at again only when it will be full).
     pub(crate) fn sweep(&mut self, now: Instant, max: usize) {
         for _ in 0..max {
-            let Some(&(at, slot)) = self.checks.front() else {
-                return;
-            };
-            if now.saturating_duration_since(at) < self.window {
-                return;
-            }
-            self.checks.pop_front();
-            let (window, quota) = (self.window, self.config.quota);
-            let t = &mut self.slots[slot as usize];
-            t.checked = false;
-            let idle = t.inflight == 0 && now.saturating_duration_since(t.last_seen) >= window;
-            if !idle {
-                t.checked = true;
-                self.checks.push_back((now, slot));
-                continue;
-            }
-            if t.active {
-                t.active = false;
-                self.active -= 1;
-            }
-            if slot <= TenantId::OVERFLOW.0 {
-                continue;
-            }
-            let full = match quota {
-                None => true,
-                Some(q) => {
-                    t.refill(now, q);
-                    t.tokens >= q.burst
+            if let Some(&(at, slot)) = self.checks.front() {
+                if now.saturating_duration_since(at) >= self.window {
+                    self.checks.pop_front();
+                    self.check(now, slot);
+                    continue;
                 }
-            };
-            if full {
-                let key = std::mem::take(&mut t.key);
-                self.index.remove(&key);
-                self.free.push(slot);
-            } else {
-                t.checked = true;
-                self.checks.push_back((now, slot));
             }
+            match self.refills.peek() {
+                Some(&Reverse((at, slot, generation))) if at <= now => {
+                    self.refills.pop();
+                    let t = &self.slots[slot as usize];
+                    if t.parked && t.generation == generation {
+                        self.park_or_forget(now, slot);
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// A due check of `slot`: still busy (checked again a window later) or idle.
+    fn check(&mut self, now: Instant, slot: u32) {
+        let window = self.window;
+        let t = &mut self.slots[slot as usize];
+        t.checked = false;
+        let idle = t.inflight == 0 && now.saturating_duration_since(t.last_seen) >= window;
+        if !idle {
+            t.checked = true;
+            self.checks.push_back((now, slot));
+            return;
+        }
+        if t.active {
+            t.active = false;
+            self.active -= 1;
+        }
+        if slot > TenantId::OVERFLOW.0 {
+            self.park_or_forget(now, slot);
+        }
+    }
+
+    /// An idle named tenant: forgotten if its bucket is full (or there is no quota), else kept
+    /// until it will be.
+    fn park_or_forget(&mut self, now: Instant, slot: u32) {
+        let t = &mut self.slots[slot as usize];
+        let until_full = match self.config.quota {
+            None => Duration::ZERO,
+            Some(q) => {
+                t.refill(now, q);
+                Duration::from_secs_f64(((q.burst - t.tokens).max(0.0) / q.rate).min(86_400.0))
+            }
+        };
+        if until_full.is_zero() {
+            t.parked = false;
+            let key = std::mem::take(&mut t.key);
+            self.index.remove(&key);
+            self.free.push(slot);
+        } else {
+            t.parked = true;
+            self.refills
+                .push(Reverse((now + until_full, slot, t.generation)));
         }
     }
 
@@ -482,6 +521,61 @@ mod tests {
         // Full again after 10 s idle: forgotten, and coming back full is no gift.
         t.sweep(t0 + ms(12_100), usize::MAX);
         t.sweep(t0 + ms(12_300), usize::MAX);
+        assert_eq!(t.tracked(), 0);
+    }
+
+    #[test]
+    fn an_idle_tenant_whose_bucket_refills_is_looked_at_again_only_when_it_is_full() {
+        let t0 = Instant::now();
+        let quota = Quota {
+            rate: 1.0,
+            burst: 10.0,
+        };
+        let mut t = Tenants::with_window(&config(10, Some(quota)), t0, ms(100));
+        let a = t.enter(t0, Some("a"));
+        for _ in 0..10 {
+            t.admitted(t0, a);
+            t.released(a);
+        }
+        t.sweep(t0 + ms(100), usize::MAX);
+        // Parked until full (10 s), with nothing to look at before then.
+        assert!(t.checks.is_empty());
+        assert_eq!(t.refills.len(), 1);
+        t.sweep(t0 + ms(9_000), usize::MAX);
+        assert_eq!(t.tracked(), 1);
+        t.sweep(t0 + ms(10_100), usize::MAX);
+        assert_eq!(t.tracked(), 0);
+        assert!(t.refills.is_empty());
+    }
+
+    #[test]
+    fn a_tenant_coming_back_while_parked_keeps_its_bucket_and_its_old_entry_goes_stale() {
+        let t0 = Instant::now();
+        let quota = Quota {
+            rate: 1.0,
+            burst: 10.0,
+        };
+        let mut t = Tenants::with_window(&config(10, Some(quota)), t0, ms(100));
+        let a = t.enter(t0, Some("a"));
+        for _ in 0..10 {
+            t.admitted(t0, a);
+            t.released(a);
+        }
+        t.sweep(t0 + ms(100), usize::MAX);
+        // Back at 3 s with 3 tokens, not a fresh 10.
+        let a = t.enter(t0 + ms(3_000), Some("a"));
+        let mut took = 0;
+        while t.has_token(t0 + ms(3_000), a).is_ok() {
+            t.admitted(t0 + ms(3_000), a);
+            t.released(a);
+            took += 1;
+        }
+        assert_eq!(took, 3);
+        // The parked entry (due at 10 s) is stale: at 10.1 s the tenant is parked again, not
+        // forgotten, because its bucket is not full.
+        t.sweep(t0 + ms(10_100), usize::MAX);
+        assert_eq!(t.tracked(), 1);
+        t.sweep(t0 + ms(13_200), usize::MAX);
         assert_eq!(t.tracked(), 0);
     }
 
