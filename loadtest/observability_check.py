@@ -3,9 +3,10 @@
 
 1. Starts the load-shed-api binary (role `all`, short breaker pause), a second api under the
    throttling policy (`breaker.mode = "throttle"`, 2 s window) and a third in shadow mode
-   (`admission.enforce` and `breaker.enforce` false), both calling the first one's upstream, so
-   that the throttle and shadow panels have series too, and a real Prometheus (own data directory, scrape
-   interval 1 s, job="load-shed-api", namespace and pod labels) with the chart's alert rules loaded.
+   (`admission.enforce` and `breaker.enforce` false, tenant fairness on), both calling the first
+   one's upstream, so that the throttle, shadow and tenants panels have series too, and a real
+   Prometheus (own data directory, scrape interval 1 s, job="load-shed-api", namespace and pod
+   labels) with the chart's alert rules loaded.
 2. Drives the seed's walkthrough with `hey`, all at the dependency's default latency (50 ms), as the
    seed does: baseline, trip the breaker with fail_rate=1.0, recover, then overload so the api sheds.
    The throttling and the shadow apis get 60 failing calls each, one at a time, as the trip begins.
@@ -315,6 +316,8 @@ def main():
             "LOAD_SHED__BREAKER__ENFORCE": "false",
             "LOAD_SHED__ADMISSION__ENFORCE": "false",
             "LOAD_SHED__ADMIN__LISTEN": f"127.0.0.1:{shadow_admin_port}",
+            # Tenant fairness too, so the tenants panel has a series.
+            "LOAD_SHED__ADMISSION__TENANT_HEADER": "X-Tenant",
         }
         procs.start("load-shed-api (shadow)", [args.binary], env=shadow_env, log=workdir / "shadow.log")
         wait_until("the shadow api", lambda: get(f"{shadowing}/healthz")[0] == 200, 20)

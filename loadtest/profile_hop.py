@@ -14,13 +14,17 @@ Loopback only, bounded (about 2 minutes; callgrind adds about one). Four views, 
      about a quarter of the count) weighs far more here than in time.
 
 A feature's cost when turned on: `--env KEY=VALUE` (repeatable) adds configuration, e.g.
-`--env LOAD_SHED__BREAKER__MODE=throttle`.
+`--env LOAD_SHED__BREAKER__MODE=throttle`; `--header 'X-Tenant: one'` sends a header with every
+request; `--tenants N` makes N requests, each as a different tenant (`X-Tenant: t<i>`), before the
+counted ones of step 4, so that many tenants are tracked while they run.
 
 Usage: cargo build --release && python3 loadtest/profile_hop.py [--binary PATH] [--skip perf,callgrind] [--env K=V]
+         [--header 'NAME: VALUE'] [--tenants N]
 Needs: apt-get install -y wrk strace; optional: linux-perf valgrind; oha or hey for step 4.
 """
 
 import argparse
+import http.client
 import re
 import shutil
 import subprocess
@@ -33,6 +37,7 @@ from bench import ROOMY, Service, wrk
 from harness import ROOT, NotUp, binary_arg, require_tools
 
 URL_PATH = "/client?ms=0"
+HEADERS = []
 # As bench.py's hop step, without the drain delay (so a profiled process stops at once).
 ENV = {**ROOMY, "LOAD_SHED__SHUTDOWN__DRAIN_DELAY_SECONDS": "0"}
 
@@ -163,15 +168,27 @@ def perf_profile(svc, seconds, workdir):
     return {"rps": rate, "kernel_pct": round(kernel, 1), **{k: round(v, 1) for k, v in groups.items()}}
 
 
-def instructions(binary, workdir, requests):
-    """Total user-space instructions of the process for `requests` hop requests (after warm-up)."""
+def as_tenants(svc, n):
+    """`n` requests, each as a different tenant, over one keep-alive connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", svc.api_port, timeout=60)
+    for i in range(n):
+        conn.request("GET", URL_PATH, headers={"X-Tenant": f"t{i}"})
+        conn.getresponse().read()
+    conn.close()
+
+
+def instructions(binary, workdir, requests, tenants=0):
+    """Total user-space instructions of the process for `requests` hop requests (after warm-up and
+    `tenants` requests each as a different tenant)."""
     out = workdir / f"callgrind.{requests}"
     svc = start(binary, workdir, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"])
     try:
+        as_tenants(svc, tenants)
+        headers = [arg for h in HEADERS for arg in ("-H", h)]
         if shutil.which("oha"):
-            cmd = ["oha", "-n", str(requests), "-c", "10", "--no-tui", "--output-format", "quiet"]
+            cmd = ["oha", "-n", str(requests), "-c", "10", "--no-tui", "--output-format", "quiet", *headers]
         else:
-            cmd = ["hey", "-n", str(requests), "-c", "10"]
+            cmd = ["hey", "-n", str(requests), "-c", "10", *headers]
         subprocess.run(
             [*cmd, svc.api + URL_PATH], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600, check=True
         )
@@ -191,7 +208,11 @@ def main():
     p.add_argument("--skip", default="", help="comma-separated: perf, callgrind")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="configuration on top of the profile's (repeatable)")
+    p.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                   help="sent with every request of step 4 (repeatable)")
+    p.add_argument("--tenants", type=int, default=0, help="step 4: as many tenants first, one request each")
     args = p.parse_args()
+    HEADERS.extend(args.header)
     for pair in args.env:
         key, sep, value = pair.partition("=")
         if not sep or not key.startswith("LOAD_SHED"):
@@ -200,7 +221,8 @@ def main():
     require_tools(("wrk",), "apt-get install -y wrk")
     skip = set(filter(None, args.skip.split(",")))
     workdir = Path(tempfile.mkdtemp(prefix="load-shed-profile-"))
-    extra = "".join(f", {pair}" for pair in args.env)
+    extra = "".join(f", {pair}" for pair in args.env + args.header)
+    extra += f", {args.tenants} tenants first" if args.tenants else ""
     print(f"profile of one hop ({URL_PATH}), role all{extra}, binary {args.binary}")
     svc = start(args.binary, workdir)
     try:
@@ -214,7 +236,8 @@ def main():
         svc.stop()
     if "callgrind" not in skip and shutil.which("valgrind") and (shutil.which("oha") or shutil.which("hey")):
         # Two runs, so the start-up and shutdown cost cancels out.
-        small, large = instructions(args.binary, workdir, 500), instructions(args.binary, workdir, 2500)
+        small = instructions(args.binary, workdir, 500, args.tenants)
+        large = instructions(args.binary, workdir, 2500, args.tenants)
         print(f"\n4. user-space instructions per request (callgrind): {(large - small) / 2000:,.0f}")
     elif "callgrind" not in skip:
         print("\n4. valgrind (and oha or hey) not installed: skipped")
