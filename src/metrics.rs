@@ -83,6 +83,11 @@ impl Metrics {
             .inc();
     }
 
+    /// Every family of the registry, as a scrape reads them (the status page's sampler).
+    pub(crate) fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
     /// The registry in Prometheus text format.
     fn encode(&self) -> Result<String, prometheus::Error> {
         TextEncoder::new().encode_to_string(&self.registry.gather())

@@ -38,6 +38,8 @@ pub enum Signal {
 struct Bound {
     addr: SocketAddr,
     server: Server,
+    /// A task that runs beside the server for as long as it serves (the status page's sampler).
+    sampler: Option<std::pin::Pin<Box<dyn Future<Output = ()>>>>,
 }
 
 /// The servers of one process, bound and ready to run.
@@ -215,6 +217,7 @@ where
     Ok(Bound {
         addr,
         server: server.listen(listener)?.run(),
+        sampler: None,
     })
 }
 
@@ -250,14 +253,20 @@ fn bind_admin(settings: &Settings, api: Option<web::Data<ApiState>>) -> io::Resu
         )
         .map_err(io::Error::other)?,
     };
+    let history = std::sync::Arc::new(admin::History::default());
+    let sampler = api
+        .as_ref()
+        .map(|api| admin::sample_every_second(api.metrics().clone(), history.clone()));
     let state = web::Data::new(Admin {
         role: settings.role.name(),
         api,
         settings: settings.admin.clone(),
         gauge,
+        history,
     });
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(admin::headers())
             .app_data(state.clone())
             .configure(admin::configure)
             .default_service(web::to(routes::not_found))
@@ -269,8 +278,15 @@ fn bind_admin(settings: &Settings, api: Option<web::Data<ApiState>>) -> io::Resu
     .max_connections(64)
     .listen(listener)?
     .run();
-    log::info!("admin listener on {addr}");
-    Ok(Some(Bound { addr, server }))
+    log::info!(
+        "admin listener on {addr} (status page: http://{}/)",
+        reachable(addr)
+    );
+    Ok(Some(Bound {
+        addr,
+        server,
+        sampler: sampler.map(|s| Box::pin(s) as _),
+    }))
 }
 
 fn start(
@@ -280,7 +296,17 @@ fn start(
     actix_web::rt::task::JoinHandle<io::Result<()>>,
 ) {
     let handle = bound.server.handle();
-    (handle, actix_web::rt::spawn(bound.server))
+    let task = match bound.sampler {
+        None => actix_web::rt::spawn(bound.server),
+        // The sampler stops when the server does.
+        Some(sampler) => actix_web::rt::spawn(async move {
+            tokio::select! {
+                served = bound.server => served,
+                () = sampler => Ok(()),
+            }
+        }),
+    };
+    (handle, task)
 }
 
 /// A listen address as a client on this host reaches it: unspecified becomes loopback (also

@@ -11,13 +11,20 @@
 //! - `POST /admin/shadow?component=admission|breaker&on=true|false[&for=30m]`: switches shadow mode
 //!   at run time; back to the configured value by itself after `for`, or with the configured value.
 //!
+//! - `GET /`: the status page (embedded, with its script and style; read-only), and
+//!   `GET /admin/status?since=T`: the state above with the per-second samples after unix time `T`
+//!   (five minutes at most), which the page polls every second ([`status`]).
+//!
 //! Overrides are held in memory: a restart loses them, as Envoy's runtime admin values. Each is
 //! logged with the caller's address and shown as `admin_override{component,kind}` = 1 while held.
-//! With `admin.token` every request must carry `Authorization: Bearer <token>` (compared in
-//! constant time, never logged). [`cli`] is `load-shed-api admin ...`, the same calls from the
+//! With `admin.token` every request must carry `Authorization: Bearer <token>`, or Basic
+//! credentials whose password is the token (what a browser sends after its login prompt; the
+//! page's own requests then carry them too), compared in constant time, never logged. Every
+//! answer carries a strict `Content-Security-Policy` and `X-Content-Type-Options: nosniff`. [`cli`] is `load-shed-api admin ...`, the same calls from the
 //! binary itself (the distroless image has no curl).
 
 pub mod cli;
+mod status;
 
 use std::time::Duration;
 
@@ -41,6 +48,19 @@ pub(crate) struct Admin {
     pub settings: AdminSettings,
     /// `admin_override{component,kind}` (a run-time shadow switch is one).
     pub gauge: prometheus::IntGaugeVec,
+    /// The status page's per-second samples.
+    pub history: std::sync::Arc<status::History>,
+}
+
+pub(crate) use status::{sample_every_second, History};
+
+/// The headers every admin answer carries.
+pub(crate) fn headers() -> actix_web::middleware::DefaultHeaders {
+    actix_web::middleware::DefaultHeaders::new()
+        .add(("Content-Security-Policy", status::CSP))
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("Cache-Control", "no-store"))
+        .add(("Referrer-Policy", "no-referrer"))
 }
 
 /// The longest body an admin request may carry (none is read; a larger one is refused).
@@ -50,7 +70,23 @@ const MAX_BODY: u64 = 1024;
 const MAX_HOLD: Duration = Duration::from_secs(24 * 3600);
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    for (path, content_type, body) in status::PAGE {
+        cfg.service(
+            web::resource(path)
+                .route(web::get().to(
+                    move |req: HttpRequest, admin: web::Data<Admin>| async move {
+                        page(&req, &admin, content_type, body)
+                    },
+                ))
+                .default_service(web::to(routes::method_not_allowed)),
+        );
+    }
     cfg.service(
+        web::resource("/admin/status")
+            .route(web::get().to(status_json))
+            .default_service(web::to(routes::method_not_allowed)),
+    )
+    .service(
         web::resource("/admin/state")
             .route(web::get().to(state))
             .default_service(web::to(routes::method_not_allowed)),
@@ -85,20 +121,74 @@ fn same(presented: &[u8], expected: &[u8]) -> bool {
     diff == 0
 }
 
+/// The token a request presents: a bearer token, or the password of Basic credentials.
+fn presented(req: &HttpRequest) -> Vec<u8> {
+    let Some(value) = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes()) else {
+        return Vec::new();
+    };
+    if let Some(token) = value.strip_prefix(b"Bearer ") {
+        return token.to_vec();
+    }
+    value
+        .strip_prefix(b"Basic ")
+        .and_then(base64_decode)
+        .and_then(|pair| {
+            let colon = pair.iter().position(|&b| b == b':')?;
+            Some(pair[colon + 1..].to_vec())
+        })
+        .unwrap_or_default()
+}
+
+/// Standard base64 (padding optional); `None` for anything else.
+fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(u32::from(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        }))
+    };
+    let text = text
+        .strip_suffix(b"==")
+        .or_else(|| text.strip_suffix(b"="))
+        .unwrap_or(text);
+    if text.len() > 4096 || text.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    for chunk in text.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= value(c)? << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Some(out)
+}
+
 /// The checks every admin request passes first: the token, if one is set, and no body. Returns
-/// the answer to a request that fails them.
+/// the answer to a request that fails them. `browser`: a page, whose refusal asks the browser
+/// for credentials (Basic), rather than a JSON endpoint's (Bearer).
 fn refusal(req: &HttpRequest, admin: &Admin) -> Option<HttpResponse> {
+    refusal_for(req, admin, false)
+}
+
+fn refusal_for(req: &HttpRequest, admin: &Admin, browser: bool) -> Option<HttpResponse> {
     if let Some(token) = &admin.settings.token {
-        let presented = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-            .unwrap_or_default();
-        if !same(presented, token.as_bytes()) {
+        if !same(&presented(req), token.as_bytes()) {
+            let challenge = if browser {
+                r#"Basic realm="load-shed-api admin", charset="UTF-8""#
+            } else {
+                "Bearer"
+            };
             return Some(
                 HttpResponse::Unauthorized()
-                    .insert_header(("www-authenticate", "Bearer"))
-                    .json(json!({"error": "missing or wrong bearer token (admin.token)"})),
+                    .insert_header(("www-authenticate", challenge))
+                    .json(json!({"error": "missing or wrong token (admin.token): Authorization: Bearer <token>, or Basic with the token as password"})),
             );
         }
     }
@@ -123,12 +213,69 @@ fn caller(req: &HttpRequest) -> String {
         .map_or_else(|| "an unknown address".to_string(), |a| a.to_string())
 }
 
+/// `GET /`, `/status.js`, `/status.css`: the status page, embedded.
+fn page(
+    req: &HttpRequest,
+    admin: &Admin,
+    content_type: &'static str,
+    body: &'static str,
+) -> HttpResponse {
+    if let Some(refused) = refusal_for(req, admin, true) {
+        return refused;
+    }
+    if !req.query_string().is_empty() {
+        return error(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "the page takes no parameters",
+        );
+    }
+    HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CONTENT_TYPE, content_type))
+        .body(body)
+}
+
 async fn state(req: HttpRequest, admin: web::Data<Admin>) -> HttpResponse {
     if let Some(refused) = refusal(&req, &admin) {
         return refused;
     }
+    HttpResponse::Ok().json(state_json(&admin).await)
+}
+
+/// `GET /admin/status?since=T`: the state, the rules, and the samples after unix time `T`.
+async fn status_json(req: HttpRequest, admin: web::Data<Admin>) -> HttpResponse {
+    if let Some(refused) = refusal_for(&req, &admin, true) {
+        return refused;
+    }
+    let since = match status_params(req.query_string()) {
+        Ok(since) => since,
+        Err(why) => return error(actix_web::http::StatusCode::BAD_REQUEST, why),
+    };
+    HttpResponse::Ok().json(json!({
+        "state": state_json(&admin).await,
+        "rules": admin.api.as_ref().map(|api| api.rules().clone()),
+        "history_seconds": status::HISTORY_SECONDS,
+        "samples": admin.history.since(since),
+    }))
+}
+
+/// `since`: unix seconds, a finite number at least 0 (absent: 0, every sample).
+fn status_params(query: &str) -> Result<f64, String> {
+    let q =
+        Query::parse(query, &["since"]).map_err(|bad| format!("{}: {}", bad.param, bad.error))?;
+    match q.get("since") {
+        None => Ok(0.0),
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|t| t.is_finite() && *t >= 0.0)
+            .ok_or_else(|| format!("since: must be unix seconds (a number >= 0), got {v:?}")),
+    }
+}
+
+/// The service's state, as `GET /admin/state` answers it.
+async fn state_json(admin: &Admin) -> serde_json::Value {
     let Some(api) = &admin.api else {
-        return HttpResponse::Ok().json(json!({"role": admin.role}));
+        return json!({"role": admin.role});
     };
     let breaker_shadow = api.breaker().shadow_switch().held();
     let breaker = match api.breaker().snapshot().await {
@@ -139,14 +286,14 @@ async fn state(req: HttpRequest, admin: web::Data<Admin>) -> HttpResponse {
         }),
         Err(_) => json!({"error": "the breaker is stopping"}),
     };
-    HttpResponse::Ok().json(json!({
+    json!({
         "role": admin.role,
         "breaker": breaker,
         "admission": api.admission_view(),
         "admission_shadow_override": api.admission().shadow_switch().held(),
         "retry_budget_left": api.retry_budget_left(),
         "overrides_note": "held in memory: a restart loses them",
-    }))
+    })
 }
 
 /// `POST /admin/breaker?mode=force-open|force-closed|auto[&for=30m]`.
@@ -476,6 +623,20 @@ mod tests {
             "component=admission&on=true&x=1",
         ] {
             assert!(shadow_params(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn basic_credentials_decode_as_base64_and_anything_else_is_refused() {
+        assert_eq!(
+            base64_decode(b"YWRtaW46czNjcmV0").as_deref(),
+            Some(&b"admin:s3cret"[..])
+        );
+        assert_eq!(base64_decode(b"YQ==").as_deref(), Some(&b"a"[..]));
+        assert_eq!(base64_decode(b"YWI=").as_deref(), Some(&b"ab"[..]));
+        assert_eq!(base64_decode(b"").as_deref(), Some(&b""[..]));
+        for bad in [&b"Y"[..], b"!!!!", b"YW I=", b"YQ===x"] {
+            assert_eq!(base64_decode(bad), None, "{bad:?}");
         }
     }
 

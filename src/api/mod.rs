@@ -55,6 +55,8 @@ pub(crate) struct ApiState {
     retries: Retries,
     /// `admin_override{component,kind}`, for the admin listener's run-time switches.
     override_gauge: prometheus::IntGaugeVec,
+    /// The breaker's trip rule and admission's mode, in words and numbers (the status page).
+    rules: serde_json::Value,
 }
 
 impl ApiState {
@@ -106,11 +108,22 @@ impl ApiState {
             admission,
             breaker: BreakerHandle::start(settings.breaker, metrics, home, override_gauge.clone())?,
             override_gauge,
+            rules: rules(settings),
             api,
             timeouts: settings.timeouts,
             overrides: settings.overrides,
             retries: Retries::new(settings.retry, RetryMetrics::register(metrics)?),
         })
+    }
+
+    /// The shared registry, for the status page's sampler.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The breaker's trip rule and admission's mode, as the status page shows them.
+    pub(crate) fn rules(&self) -> &serde_json::Value {
+        &self.rules
     }
 
     /// The breaker, for the admin listener.
@@ -170,6 +183,44 @@ impl ApiState {
             .admit_without_slot(path, priority)
             .map_err(|refusal| Outcome::Shed { priority, refusal })
     }
+}
+
+/// The breaker's trip rule and admission's mode, as the status page shows them beside the state.
+fn rules(settings: &Settings) -> serde_json::Value {
+    use crate::breaker::TripRule;
+    use crate::settings::AdmissionMode;
+    let breaker = match settings.breaker.trip {
+        TripRule::Consecutive { threshold } => serde_json::json!({
+            "mode": "consecutive",
+            "rule": format!("opens after {threshold} failures in a row"),
+            "failure_threshold": threshold,
+        }),
+        TripRule::FailureRate(w) => serde_json::json!({
+            "mode": "failure_rate",
+            "rule": format!(
+                "opens when at least {:.0} % of the last {} calls fail (judged from {} calls)",
+                w.failure_rate_threshold * 100.0,
+                w.size,
+                w.minimum_calls
+            ),
+            "failure_rate_threshold": w.failure_rate_threshold,
+            "slow_call_rate_threshold": w.slow_call_rate_threshold,
+        }),
+        TripRule::Throttle(t) => serde_json::json!({
+            "mode": "throttle",
+            "rule": format!(
+                "refuses calls locally when under {:.0} % of them succeed over {} s (at most {:.0} %)",
+                t.success_rate * 100.0,
+                t.window.as_secs(),
+                t.max_probability * 100.0
+            ),
+        }),
+    };
+    let admission = match settings.admission.mode {
+        AdmissionMode::Static(_) => "static",
+        AdmissionMode::Adaptive { .. } => "adaptive",
+    };
+    serde_json::json!({"breaker": breaker, "admission": admission})
 }
 
 /// The api's routes; wrong methods get a JSON 405.

@@ -90,6 +90,8 @@ pub(crate) struct BreakerView {
     pub failure_rate: f64,
     pub slow_call_rate: f64,
     pub rejection_probability: Option<f64>,
+    /// Failures in a row now (the consecutive-failures policy only).
+    pub consecutive_failures: Option<u32>,
     /// The operator's override, if one is held.
     #[serde(rename = "override")]
     pub held: Option<OverrideView>,
@@ -382,6 +384,7 @@ impl Handler<Snapshot> for BreakerActor {
             failure_rate,
             slow_call_rate,
             rejection_probability: throttling.map(|(p, _)| p),
+            consecutive_failures: self.machine.consecutive_failures(),
             held: self.held.as_ref().map(|h| OverrideView {
                 kind: h.forced.kind(),
                 by: h.by.clone(),

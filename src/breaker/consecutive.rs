@@ -35,6 +35,10 @@ impl TripPolicy for Consecutive {
         self.failures == 0
     }
 
+    fn consecutive_failures(&self) -> Option<u32> {
+        Some(self.failures)
+    }
+
     fn reset(&mut self) {
         self.failures = 0;
     }

@@ -181,6 +181,11 @@ impl CircuitBreaker {
         self.policy.rates()
     }
 
+    /// Failures in a row now, under the consecutive-failures policy.
+    pub fn consecutive_failures(&self) -> Option<u32> {
+        self.policy.consecutive_failures()
+    }
+
     pub fn state(&self) -> State {
         self.state
     }

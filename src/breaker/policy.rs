@@ -31,6 +31,11 @@ pub trait TripPolicy: Debug + Send {
         (0.0, 0.0)
     }
 
+    /// Failures in a row now, for a policy that counts them (the admin state and status page).
+    fn consecutive_failures(&self) -> Option<u32> {
+        None
+    }
+
     /// Forgets every verdict.
     fn reset(&mut self);
 

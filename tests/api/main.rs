@@ -12,6 +12,7 @@ mod http2;
 mod metrics;
 mod retries;
 mod shadow;
+mod status_page;
 mod tenants;
 mod throttle;
 mod upstream;
