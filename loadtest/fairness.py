@@ -271,6 +271,7 @@ def picture(noisy_out, path, workdir):
             f.write(f"{i} " + " ".join("NaN" if v is None else f"{100 * v:.1f}" for v in vals) + "\n")
     gp = workdir / "noisy.gp"
     gp.write_text(f"""set terminal pngcairo size 1000,420 font "sans,10"
+set termoption noenhanced
 set output "{path}"
 set multiplot layout 1,2 title "Noisy neighbour: tenant a offers 10 x b, together 3 x capacity (open loop)"
 set yrange [0:105]
