@@ -495,8 +495,8 @@ mod tests {
         assert!((99..=100).contains(&admitted), "{admitted}");
     }
 
-    #[test]
-    fn forgetting_a_tenant_never_hands_it_fresh_tokens() {
+    /// Tenant "a" with a quota of 1/s, burst 10, all 10 tokens spent at `t0` (window 100 ms).
+    fn emptied_bucket() -> (Instant, Tenants) {
         let t0 = Instant::now();
         let quota = Quota {
             rate: 1.0,
@@ -508,6 +508,12 @@ mod tests {
             t.admitted(t0, a);
             t.released(a);
         }
+        (t0, t)
+    }
+
+    #[test]
+    fn forgetting_a_tenant_never_hands_it_fresh_tokens() {
+        let (t0, mut t) = emptied_bucket();
         // Idle for 2 s: no longer active, but kept while its bucket refills (2 of 10 tokens).
         t.sweep(t0 + ms(2000), usize::MAX);
         assert_eq!((t.active(), t.tracked()), (0, 1));
@@ -526,17 +532,7 @@ mod tests {
 
     #[test]
     fn an_idle_tenant_whose_bucket_refills_is_looked_at_again_only_when_it_is_full() {
-        let t0 = Instant::now();
-        let quota = Quota {
-            rate: 1.0,
-            burst: 10.0,
-        };
-        let mut t = Tenants::with_window(&config(10, Some(quota)), t0, ms(100));
-        let a = t.enter(t0, Some("a"));
-        for _ in 0..10 {
-            t.admitted(t0, a);
-            t.released(a);
-        }
+        let (t0, mut t) = emptied_bucket();
         t.sweep(t0 + ms(100), usize::MAX);
         // Parked until full (10 s), with nothing to look at before then.
         assert!(t.checks.is_empty());
@@ -550,17 +546,7 @@ mod tests {
 
     #[test]
     fn a_tenant_coming_back_while_parked_keeps_its_bucket_and_its_old_entry_goes_stale() {
-        let t0 = Instant::now();
-        let quota = Quota {
-            rate: 1.0,
-            burst: 10.0,
-        };
-        let mut t = Tenants::with_window(&config(10, Some(quota)), t0, ms(100));
-        let a = t.enter(t0, Some("a"));
-        for _ in 0..10 {
-            t.admitted(t0, a);
-            t.released(a);
-        }
+        let (t0, mut t) = emptied_bucket();
         t.sweep(t0 + ms(100), usize::MAX);
         // Back at 3 s with 3 tokens, not a fresh 10.
         let a = t.enter(t0 + ms(3_000), Some("a"));

@@ -279,3 +279,31 @@ async fn a_backlog_timeout_is_reported_as_such_without_fairness() {
         assert_eq!(h.await.unwrap().status, 200);
     }
 }
+
+#[actix_web::test]
+async fn the_share_follows_the_limit_in_force_under_adaptive_admission() {
+    let app = app_with(&[
+        FAIR,
+        ("LOAD_SHED__ADMISSION__MODE", "adaptive"),
+        ("LOAD_SHED__ADMISSION__QUEUE_TIMEOUT_MS", "3000"),
+    ])
+    .await;
+    // The live limit, pinned so the test knows it: 4 for high.
+    let url = format!(
+        "http://{}/admin/admission/limit?value=4",
+        app.admin.expect("admin listener")
+    );
+    let res = app.client.post(url).send().await.expect("pinned");
+    assert_eq!(res.status().as_u16(), 200);
+    let held: Vec<_> = (0..4).map(|_| hold(&app, "a", 600)).collect();
+    inflight_reaches(&app, 4.0).await;
+    let b = hold(&app, "b", 0);
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    let shed = of(&app, "a").await;
+    assert_eq!(shed.status, 429);
+    assert_eq!(shed.json["reason"], "tenant_share");
+    assert_eq!(b.await.unwrap().status, 200);
+    for h in held {
+        assert_eq!(h.await.unwrap().status, 200);
+    }
+}
