@@ -11,7 +11,7 @@
 //!   call's result, outcome mapping, its metrics.
 //! - `actor_home`: where the api's actors run (on an api worker's thread).
 //! - `admission`: priority load shedding: the pure limiter, the limit behind one interface (fixed,
-//!   gradient), the backlog, `AdmissionActor`, `Permit`, the handle routes hold.
+//!   gradient), the backlog, tenant fairness, `AdmissionActor`, `Permit`, the handle routes hold.
 //! - `breaker`: the circuit breaker: pure state machine, one file per trip policy, published gate,
 //!   `BreakerActor`.
 //! - [`autoscaling`]: the scaling signal `autoscaling_load_ratio` (demand over this replica's own
@@ -23,6 +23,8 @@
 //! - `routes`: `/healthz`, `/readyz`, `/metrics` and JSON fallbacks, served by every role.
 //! - `metrics`: the shared registry, the HTTP metrics and `/metrics`.
 //! - [`check`]: the `check` subcommand, a probe of a running api (used by `helm test`).
+//! - [`admin`]: the admin listener (state, operator controls, the status page) and its CLI.
+//! - `shadow`: shadow mode's switch, one per component.
 //!
 //! The pure state machines are public, for use and study without actix: [`Admission`] and
 //! [`CircuitBreaker`].

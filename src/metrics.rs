@@ -25,7 +25,11 @@ const UNMATCHED_PATH: &str = "unmatched";
 /// The registry of a process, and the one HTTP series actix-web-prom cannot see. Cloning shares it.
 #[derive(Clone)]
 pub struct Metrics {
+    /// The service's own series (and actix-web-prom's).
     registry: Registry,
+    /// The process metrics (read from /proc at each gather), apart so the status page's
+    /// once-a-second sampler does not pay for them; `/metrics` serves both.
+    process: Registry,
     /// `http_requests_total{status="499"}`. actix-web-prom records a request when its response body
     /// is dropped, so a request whose client went away first is never seen there; this counter adds
     /// those to the same family (see [`ClientClosedCollector`]).
@@ -37,8 +41,9 @@ impl Metrics {
     /// `http_requests_total` and `http_request_duration_seconds` into it.
     pub(crate) fn new() -> Result<(Self, PrometheusMetrics), prometheus::Error> {
         let registry = Registry::new();
+        let process = Registry::new();
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(
+        process.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         let client_closed = IntCounterVec::new(
@@ -61,6 +66,7 @@ impl Metrics {
         Ok((
             Self {
                 registry,
+                process,
                 client_closed,
             },
             http,
@@ -83,14 +89,19 @@ impl Metrics {
             .inc();
     }
 
-    /// Every family of the registry, as a scrape reads them (the status page's sampler).
+    /// The service's own families, as a scrape reads them, without the process metrics (the status
+    /// page's sampler).
     pub(crate) fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
         self.registry.gather()
     }
 
-    /// The registry in Prometheus text format.
+    /// Every family, the process metrics included, in Prometheus text format (sorted by name, as
+    /// one registry would).
     fn encode(&self) -> Result<String, prometheus::Error> {
-        TextEncoder::new().encode_to_string(&self.registry.gather())
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        TextEncoder::new().encode_to_string(&families)
     }
 }
 
