@@ -5,6 +5,8 @@
 //   - the page loads with no console error, no page error, no failed request and no answer >= 400;
 //   - the walkthrough's breaker trip (hey, every call failing): the page reads "open" within 2 s of
 //     /metrics saying the breaker opened, and "closed" within 2 s of it closing after recovery;
+//   - an operator's force-open (POST /admin/breaker): the page reads "forced open" within 2 s and
+//     shows the override with the command that lifts it;
 //   - an overload (hey -c 100 for 12 s, 300 ms calls, high priority): the in-flight bar reaches
 //     the limit, and the shed rate the page shows 7 s in is within 10 % of what /metrics counted
 //     (scraped every 100 ms) over the same seconds (the page's own window, read from it);
@@ -49,9 +51,9 @@ function freePort() {
   });
 }
 
-function get(url) {
+function get(url, method = 'GET') {
   return new Promise((resolve, reject) => {
-    const req = http.get(url, { timeout: 5000 }, (res) => {
+    const req = http.request(url, { method, timeout: 5000 }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c) => { body += c; });
@@ -59,6 +61,7 @@ function get(url) {
     });
     req.on('error', reject);
     req.on('timeout', () => req.destroy(new Error(`timeout: ${url}`)));
+    req.end();
   });
 }
 
@@ -160,6 +163,20 @@ async function main() {
     } catch (e) {
       check(false, `the page read "${await shown()}", not "closed", within 2 s of the recovery`);
     }
+
+    console.log('an operator holds the breaker open');
+    const forced = await get(`${admin}/admin/breaker?mode=force-open&for=1m`, 'POST');
+    check(forced.status === 200, `POST /admin/breaker?mode=force-open answered ${forced.status}`);
+    try {
+      await until('the page says forced open', async () => (await shown()) === 'forced-open', 2000, 25);
+      const banner = await page.$eval('#overrides', (el) => (el.hidden ? '' : el.textContent));
+      check(banner.includes('load-shed-api admin breaker auto'),
+        `the page read "forced open" and shows the override with the command that lifts it ("${banner.replace(/\s+/g, ' ').trim().slice(0, 90)}…")`);
+    } catch (e) {
+      check(false, `the page read "${await shown()}", not "forced-open", within 2 s of the override`);
+    }
+    await get(`${admin}/admin/breaker?mode=auto`, 'POST');
+    await until('the page drops the override', async () => (await shown()) === 'closed', 3000, 25);
 
     console.log('overload');
     const scrapes = [];

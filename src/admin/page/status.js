@@ -44,10 +44,10 @@ function renderBreaker(state, rules, samples) {
   const held = b.override;
   let key = b.state;
   let words = WORDS[b.state] || b.state;
-  if (held && held.kind === 'force-open') {
+  if (held && held.kind === 'force_open') {
     key = 'forced-open';
     words = 'forced open';
-  } else if (held && held.kind === 'force-closed') {
+  } else if (held && held.kind === 'force_closed') {
     key = 'forced-closed';
     words = `forced closed (the breaker itself reads ${WORDS[b.state] || b.state})`;
   }
@@ -140,7 +140,7 @@ function renderOverrides(state) {
   const b = state.breaker;
   if (b && b.view && b.view.override) {
     const o = b.view.override;
-    items.push([`Breaker ${o.kind} by ${o.by}, ${ago(o.held_seconds)}${o.expires_in_seconds !== null
+    items.push([`Breaker held ${o.kind === 'force_open' ? 'open' : 'closed'} by ${o.by}, ${ago(o.held_seconds)}${o.expires_in_seconds !== null
       ? `, lifts in ${fmt(o.expires_in_seconds, 0)} s` : ', until released'}.`, 'load-shed-api admin breaker auto']);
   }
   const a = state.admission;
@@ -153,8 +153,10 @@ function renderOverrides(state) {
     ['breaker', b && b.shadow_override, b && b.enforced],
     ['admission', state.admission_shadow_override, a && a.enforced]]) {
     if (held) {
-      items.push([`Shadow mode of ${component} switched ${held.on ? 'on' : 'off'} by ${held.by}.`,
-        `load-shed-api admin shadow ${component} ${held.on ? 'off' : 'on'}`]);
+      const lifts = held.expires_in_seconds !== null && held.expires_in_seconds !== undefined
+        ? `, lifts in ${fmt(held.expires_in_seconds, 0)} s` : ', until switched back';
+      items.push([`Shadow mode of ${component} switched ${held.shadow ? 'on' : 'off'} by ${held.by}${lifts}.`,
+        `load-shed-api admin shadow ${component} ${held.shadow ? 'off' : 'on'}`]);
     } else if (enforced === false) {
       items.push([`Shadow mode of ${component} is on (configuration): it refuses nothing, and counts what it would.`, null]);
     }
