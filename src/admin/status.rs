@@ -232,7 +232,9 @@ pub(crate) async fn sample_every_second(metrics: Metrics, history: Arc<History>)
     let mut tick = actix_web::rt::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    let (mut last, _) = read(&metrics.gather());
+    // The counters start at zero with the process, so the first sample counts everything since
+    // (a first reading would lose what was counted before it).
+    let mut last = Totals::default();
     loop {
         tick.tick().await;
         let (totals, now) = read(&metrics.gather());

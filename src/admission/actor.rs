@@ -314,11 +314,25 @@ impl AdmissionActor {
 
     /// Puts a request in the backlog; a full backlog sheds its oldest waiter to make room.
     fn queue(&mut self, ctx: &mut Context<Self>, now: Instant, priority: Priority, w: Waiting) {
+        self.waiting(w.2, true);
         if let Some((priority, (old, path, tenant))) = self.backlog.push(now, priority, w) {
+            self.waiting(tenant, false);
             let answer = self.decide(path, priority, tenant, Err(Refusal::of(Reason::Capacity)));
             let _ = old.send(answer);
         }
         ctx.run_later(self.backlog.timeout(), |act, _| act.serve_backlog());
+    }
+
+    /// A request of `tenant` starts (`true`) or stops waiting in the backlog: a tenant with a
+    /// waiter is not idle.
+    fn waiting(&mut self, tenant: Option<TenantId>, starts: bool) {
+        if let (Some(fair), Some(id)) = (self.fair.as_mut(), tenant) {
+            if starts {
+                fair.tenants.waits(id);
+            } else {
+                fair.tenants.stops_waiting(id);
+            }
+        }
     }
 
     /// Once a second: idle tenants swept, the gauge and the admin state's view brought up to date.
@@ -381,6 +395,7 @@ impl AdmissionActor {
         }
         let now = Instant::now();
         for (priority, (tx, path, tenant)) in self.backlog.expire(now) {
+            self.waiting(tenant, false);
             let answer = self.decide(
                 path,
                 priority,
@@ -403,6 +418,7 @@ impl AdmissionActor {
             let Some((priority, (tx, path, tenant))) = next else {
                 break;
             };
+            self.waiting(tenant, false);
             // A waiter whose client went away while it waited is shed, not served.
             let token = if tx.is_closed() {
                 Err(Refusal::of(Reason::Capacity))

@@ -66,6 +66,8 @@ struct Tenant {
     /// The header's value (empty for the anonymous and overflow tenants, and free slots).
     key: Box<str>,
     inflight: u32,
+    /// Requests waiting for a slot: a tenant with any is not idle (so never forgotten under them).
+    waiting: u32,
     last_seen: Instant,
     active: bool,
     /// Whether it has an entry in [`Tenants::checks`].
@@ -84,6 +86,7 @@ impl Tenant {
         Self {
             key,
             inflight: 0,
+            waiting: 0,
             last_seen: now,
             active: false,
             checked: false,
@@ -223,7 +226,9 @@ impl Tenants {
         let window = self.window;
         let t = &mut self.slots[slot as usize];
         t.checked = false;
-        let idle = t.inflight == 0 && now.saturating_duration_since(t.last_seen) >= window;
+        let idle = t.inflight == 0
+            && t.waiting == 0
+            && now.saturating_duration_since(t.last_seen) >= window;
         if !idle {
             t.checked = true;
             self.checks.push_back((now, slot));
@@ -309,6 +314,17 @@ impl Tenants {
             t.refill(now, q);
             t.tokens -= 1.0;
         }
+    }
+
+    /// A request of `id` waits for a slot (in the backlog).
+    pub(crate) fn waits(&mut self, id: TenantId) {
+        self.slots[id.0 as usize].waiting += 1;
+    }
+
+    /// A request of `id` stopped waiting (served, timed out or made room).
+    pub(crate) fn stops_waiting(&mut self, id: TenantId) {
+        let t = &mut self.slots[id.0 as usize];
+        t.waiting = t.waiting.saturating_sub(1);
     }
 
     /// `id` gave a slot back.
@@ -431,6 +447,20 @@ mod tests {
         let a2 = t.enter(t0 + ms(310), Some("a"));
         assert_eq!(t.holds(a2), 0);
         assert_eq!(t.active(), 1);
+    }
+
+    #[test]
+    fn a_tenant_with_a_request_waiting_is_never_forgotten_under_it() {
+        let t0 = Instant::now();
+        let mut t = Tenants::with_window(&config(10, None), t0, ms(100));
+        let a = t.enter(t0, Some("a"));
+        t.waits(a);
+        // Waiting longer than the window (a long queue_timeout_ms): still tracked, still active.
+        t.sweep(t0 + ms(500), usize::MAX);
+        assert_eq!((t.active(), t.tracked()), (1, 1));
+        t.stops_waiting(a);
+        t.sweep(t0 + ms(700), usize::MAX);
+        assert_eq!((t.active(), t.tracked()), (0, 0));
     }
 
     #[test]
@@ -644,7 +674,10 @@ mod tests {
                             Verdict::Wait => {
                                 proptest::prop_assert!(inflight >= ceiling);
                                 proptest::prop_assert!(f64::from(holds) < share);
-                                backlog.push(now, p, id);
+                                tenants.waits(id);
+                                if let Some((_, gone)) = backlog.push(now, p, id) {
+                                    tenants.stops_waiting(gone);
+                                }
                             }
                         }
                     }
@@ -656,7 +689,9 @@ mod tests {
                     Op::Release(_) => {}
                     Op::Wait(n) => {
                         now += ms(n);
-                        backlog.expire(now);
+                        for (_, gone) in backlog.expire(now) {
+                            tenants.stops_waiting(gone);
+                        }
                     }
                 }
                 // Serve the backlog as the actor does after every change.
@@ -667,6 +702,7 @@ mod tests {
                     }) else {
                         break;
                     };
+                    tenants.stops_waiting(id);
                     let token = machine.try_acquire(p).unwrap();
                     tenants.admitted(now, id);
                     held.push((token, id));
