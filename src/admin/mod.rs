@@ -260,8 +260,7 @@ async fn status_json(req: HttpRequest, admin: web::Data<Admin>) -> HttpResponse 
 
 /// `since`: unix seconds, a finite number at least 0 (absent: 0, every sample).
 fn status_params(query: &str) -> Result<f64, String> {
-    let q =
-        Query::parse(query, &["since"]).map_err(|bad| format!("{}: {}", bad.param, bad.error))?;
+    let q = Query::parse(query, &["since"]).map_err(|e| e.to_string())?;
     match q.get("since") {
         None => Ok(0.0),
         Some(v) => v
@@ -296,21 +295,36 @@ async fn state_json(admin: &Admin) -> serde_json::Value {
     })
 }
 
+/// What every operator call (`POST /admin/...`) passes first, in this order: the token and body
+/// checks, its parameters (`parse`, a 400 naming what is wrong), and an api to act on (a 409 in
+/// role upstream, which has no `lacks`). Returns the api and the parameters, or the answer.
+fn operator_call<'a, T>(
+    req: &HttpRequest,
+    admin: &'a Admin,
+    parse: fn(&str) -> Result<T, String>,
+    lacks: &str,
+) -> Result<(&'a ApiState, T), Box<HttpResponse>> {
+    use actix_web::http::StatusCode;
+    if let Some(refused) = refusal(req, admin) {
+        return Err(Box::new(refused));
+    }
+    let parsed =
+        parse(req.query_string()).map_err(|why| Box::new(error(StatusCode::BAD_REQUEST, why)))?;
+    let Some(api) = &admin.api else {
+        return Err(Box::new(error(
+            StatusCode::CONFLICT,
+            format!("this process has no {lacks} (role {})", admin.role),
+        )));
+    };
+    Ok((api, parsed))
+}
+
 /// `POST /admin/breaker?mode=force-open|force-closed|auto[&for=30m]`.
 async fn breaker(req: HttpRequest, admin: web::Data<Admin>) -> HttpResponse {
     use actix_web::http::StatusCode;
-    if let Some(refused) = refusal(&req, &admin) {
-        return refused;
-    }
-    let (mode, hold_for) = match breaker_params(req.query_string()) {
-        Ok(parsed) => parsed,
-        Err(why) => return error(StatusCode::BAD_REQUEST, why),
-    };
-    let Some(api) = &admin.api else {
-        return error(
-            StatusCode::CONFLICT,
-            format!("this process has no breaker (role {})", admin.role),
-        );
+    let (api, (mode, hold_for)) = match operator_call(&req, &admin, breaker_params, "breaker") {
+        Ok(call) => call,
+        Err(answer) => return *answer,
     };
     let request = SetOverride {
         forced: mode,
@@ -329,18 +343,9 @@ async fn breaker(req: HttpRequest, admin: web::Data<Admin>) -> HttpResponse {
 /// `POST /admin/admission/limit?value=N|auto[&for=30m]`.
 async fn limit(req: HttpRequest, admin: web::Data<Admin>) -> HttpResponse {
     use actix_web::http::StatusCode;
-    if let Some(refused) = refusal(&req, &admin) {
-        return refused;
-    }
-    let (value, hold_for) = match limit_params(req.query_string()) {
-        Ok(parsed) => parsed,
-        Err(why) => return error(StatusCode::BAD_REQUEST, why),
-    };
-    let Some(api) = &admin.api else {
-        return error(
-            StatusCode::CONFLICT,
-            format!("this process has no admission (role {})", admin.role),
-        );
+    let (api, (value, hold_for)) = match operator_call(&req, &admin, limit_params, "admission") {
+        Ok(call) => call,
+        Err(answer) => return *answer,
     };
     let request = SetPin {
         limit: value,
@@ -356,22 +361,11 @@ async fn limit(req: HttpRequest, admin: web::Data<Admin>) -> HttpResponse {
 /// `POST /admin/shadow?component=admission|breaker&on=true|false[&for=30m]`.
 async fn shadow(req: HttpRequest, admin: web::Data<Admin>) -> HttpResponse {
     use actix_web::http::StatusCode;
-    if let Some(refused) = refusal(&req, &admin) {
-        return refused;
-    }
-    let (component, on, hold_for) = match shadow_params(req.query_string()) {
-        Ok(parsed) => parsed,
-        Err(why) => return error(StatusCode::BAD_REQUEST, why),
-    };
-    let Some(api) = &admin.api else {
-        return error(
-            StatusCode::CONFLICT,
-            format!(
-                "this process has no admission or breaker (role {})",
-                admin.role
-            ),
-        );
-    };
+    let (api, (component, on, hold_for)) =
+        match operator_call(&req, &admin, shadow_params, "admission or breaker") {
+            Ok(call) => call,
+            Err(answer) => return *answer,
+        };
     let by = caller(&req);
     let switched = match component {
         "admission" => switch(
