@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use actix_web::http::header::{HeaderMap, HeaderName};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::HttpRequest;
 
 use crate::admission::Priority;
@@ -34,9 +34,12 @@ pub(crate) struct WorkParams {
     pub priority: Priority,
 }
 
-/// One header value at most, as visible ASCII.
-fn single_header(headers: &HeaderMap, name: HeaderName) -> Result<Option<&str>, BadParam> {
-    let shown = name_of(&name);
+/// One value of header `name` at most (a repeated header is a 400 naming it as `shown`).
+fn one_value<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+    shown: &str,
+) -> Result<Option<&'h HeaderValue>, BadParam> {
     let mut values = headers.get_all(name);
     let Some(first) = values.next() else {
         return Ok(None);
@@ -44,10 +47,18 @@ fn single_header(headers: &HeaderMap, name: HeaderName) -> Result<Option<&str>, 
     if values.next().is_some() {
         return Err(BadParam::new(shown, "repeated header"));
     }
-    first
-        .to_str()
-        .map(Some)
-        .map_err(|_| BadParam::new(shown, "must be visible ASCII"))
+    Ok(Some(first))
+}
+
+/// One header value at most, as visible ASCII.
+fn single_header(headers: &HeaderMap, name: HeaderName) -> Result<Option<&str>, BadParam> {
+    let shown = name_of(&name);
+    one_value(headers, &name, shown)?
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| BadParam::new(shown, "must be visible ASCII"))
+        })
+        .transpose()
 }
 
 /// The header's conventional spelling for error messages.
@@ -66,13 +77,9 @@ pub(crate) fn tenant<'h>(
     header: &HeaderName,
 ) -> Result<Option<&'h str>, BadParam> {
     let shown = header.as_str();
-    let mut values = headers.get_all(header);
-    let Some(first) = values.next() else {
+    let Some(first) = one_value(headers, header, shown)? else {
         return Ok(None);
     };
-    if values.next().is_some() {
-        return Err(BadParam::new(shown, "repeated header"));
-    }
     let bytes = first.as_bytes();
     if bytes.is_empty() || bytes.len() > MAX_TENANT_LEN {
         return Err(BadParam::new(
