@@ -81,15 +81,20 @@ def wait_port_free(port):
 
 class Service:
     """The release binary (or `binary`) in role `all`, with its settings; `wrapper` runs it under
-    another program (valgrind), which may need more than the usual `up_timeout` to start."""
+    another program (valgrind), which may need more than the usual `up_timeout` to start.
+    `admin=True` gives it an admin listener on a port of its own (`admin_port`, `admin_url`);
+    otherwise `env` decides (the built-in default, or `""` for none)."""
 
-    def __init__(self, env, workdir, name, binary=None, wrapper=(), up_timeout=20):
+    def __init__(self, env, workdir, name, binary=None, wrapper=(), up_timeout=20, admin=False):
         self.api_port, self.up_port = free_port(), free_port()
+        self.admin_port = free_port() if admin else None
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}" if admin else None
         self.env = {
             "PATH": os.environ["PATH"],
             "LOAD_SHED__API__LISTEN": f"127.0.0.1:{self.api_port}",
             "LOAD_SHED__UPSTREAM__LISTEN": f"127.0.0.1:{self.up_port}",
             "RUST_LOG": "warn",
+            **({"LOAD_SHED__ADMIN__LISTEN": f"127.0.0.1:{self.admin_port}"} if admin else {}),
             **env,
         }
         self.log = workdir / f"{name}.log"

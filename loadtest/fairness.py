@@ -44,7 +44,7 @@ import urllib.request
 from pathlib import Path
 
 from bench import Service
-from harness import ROOT, Checks, NotUp, binary_arg, free_port, get, git_commit, require_tools, series
+from harness import ROOT, Checks, NotUp, binary_arg, get, git_commit, require_tools, series
 
 CAPACITY = 190  # 19 normal slots / 100 ms
 ENV = {
@@ -61,11 +61,7 @@ FAIR = {"LOAD_SHED__ADMISSION__TENANT_HEADER": "X-Tenant"}
 
 
 def service(workdir, name, fair, extra=None, binary=None):
-    env = {**ENV, **(FAIR if fair else {}), **(extra or {}),
-           "LOAD_SHED__ADMIN__LISTEN": f"127.0.0.1:{free_port()}"}
-    svc = Service(env, workdir, name, binary=binary)
-    svc.admin = "http://" + env["LOAD_SHED__ADMIN__LISTEN"]
-    return svc
+    return Service({**ENV, **(FAIR if fair else {}), **(extra or {})}, workdir, name, binary=binary, admin=True)
 
 
 def oha_rate(svc, tenant, rate, seconds, out, path="/client"):
@@ -186,7 +182,7 @@ def wrk_counts(text):
 
 
 def tracked(svc):
-    with urllib.request.urlopen(f"{svc.admin}/admin/state", timeout=5) as r:
+    with urllib.request.urlopen(f"{svc.admin_url}/admin/state", timeout=5) as r:
         return json.loads(r.read())["admission"]["tenants"]["tracked"]
 
 

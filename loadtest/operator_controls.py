@@ -27,33 +27,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import (
-    ROOT,
-    Checks,
-    NotUp,
-    binary_arg,
-    free_port,
-    get,
-    git_commit,
-    post,
-    require_tools,
-    series,
-    spawn,
-    stop,
-    wait_up,
-)
+import bench
+from harness import ROOT, Checks, NotUp, binary_arg, get, git_commit, post, require_tools, series
 
 
-class Service:
+class Service(bench.Service):
+    """bench.Service (role `all`) with one api worker, no drain delay and an admin listener, and
+    what the scenarios read and do."""
+
     def __init__(self, binary, workdir, name, env):
-        self.api_port, self.up_port, self.admin_port = free_port(), free_port(), free_port()
-        full = {"PATH": os.environ["PATH"], "RUST_LOG": "warn", "LOAD_SHED__API__WORKERS": "1",
-                "LOAD_SHED__API__LISTEN": f"127.0.0.1:{self.api_port}",
-                "LOAD_SHED__UPSTREAM__LISTEN": f"127.0.0.1:{self.up_port}",
-                "LOAD_SHED__ADMIN__LISTEN": f"127.0.0.1:{self.admin_port}",
-                "LOAD_SHED__SHUTDOWN__DRAIN_DELAY_SECONDS": "0", **env}
-        self.proc = spawn([binary], workdir / f"{name}.log", env=full)
-        wait_up(f"http://127.0.0.1:{self.api_port}/readyz", self.proc, name, log=workdir / f"{name}.log")
+        super().__init__({"LOAD_SHED__API__WORKERS": "1", "LOAD_SHED__SHUTDOWN__DRAIN_DELAY_SECONDS": "0", **env},
+                         workdir, name, binary=binary, admin=True)
 
     def metric(self, port, name, **labels):
         return series(get(f"http://127.0.0.1:{port}/metrics", timeout=2)[1], name, **labels)
@@ -66,7 +50,7 @@ class Service:
         return self.metric(self.api_port, "upstream_requests_total", result="ok")
 
     def admin(self, path):
-        status, body = post(f"http://127.0.0.1:{self.admin_port}{path}")
+        status, body = post(f"{self.admin_url}{path}")
         if status != 200:
             raise RuntimeError(f"{path}: {status} {body}")
         return time.time()
@@ -176,7 +160,7 @@ def main():
         except (RuntimeError, OSError) as e:
             checks.fail(f"{name}: {e}")
         finally:
-            stop(svc.proc)
+            svc.stop()
     lines = ["| what | measured |", "|---|---|"] + [f"| {what} | {value} |" for what, value in rows]
     print("\n" + "\n".join(lines) + f"\n\nlogs in {workdir}")
     if args.record:

@@ -26,20 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import (
-    ROOT,
-    Checks,
-    NotUp,
-    binary_arg,
-    free_port,
-    get,
-    git_commit,
-    require_tools,
-    series,
-    spawn,
-    stop,
-    wait_up,
-)
+from bench import Service
+from harness import ROOT, Checks, NotUp, binary_arg, get, git_commit, require_tools, series
 
 CASES = {
     "admission": {
@@ -70,16 +58,13 @@ CASES = {
 
 def run(binary, workdir, case, spec, enforce):
     """One run; returns (the count this mode keeps, requests answered, the oha summary's status lines)."""
-    api_port, up_port = free_port(), free_port()
-    api = f"http://127.0.0.1:{api_port}"
-    env = {"PATH": os.environ["PATH"], "RUST_LOG": "warn", "LOAD_SHED__API__WORKERS": "1",
-           "LOAD_SHED__UPSTREAM__WORKERS": "1", "LOAD_SHED__API__LISTEN": f"127.0.0.1:{api_port}",
-           "LOAD_SHED__UPSTREAM__LISTEN": f"127.0.0.1:{up_port}", "LOAD_SHED__SHUTDOWN__DRAIN_DELAY_SECONDS": "0",
-           **spec["env"], spec["switch"]: "true" if enforce else "false"}
+    env = {"LOAD_SHED__API__WORKERS": "1", "LOAD_SHED__UPSTREAM__WORKERS": "1",
+           "LOAD_SHED__SHUTDOWN__DRAIN_DELAY_SECONDS": "0", **spec["env"],
+           spec["switch"]: "true" if enforce else "false"}
     name = f"{case}-{'enforce' if enforce else 'shadow'}"
-    proc = spawn([binary], workdir / f"{name}.log", env=env)
+    svc = Service(env, workdir, name, binary=binary)
+    api = svc.api
     try:
-        wait_up(f"{api}/readyz", proc, name, log=workdir / f"{name}.log")
         out = subprocess.run(
             ["oha", "-z", f"{spec['seconds']}s", "-q", str(spec["rate"]), "-c", "100", "--latency-correction",
              "--no-tui", f"{api}{spec['path']}"], capture_output=True, text=True, timeout=spec["seconds"] + 60,
@@ -91,7 +76,7 @@ def run(binary, workdir, case, spec, enforce):
         statuses = [line.strip() for line in out.stdout.splitlines() if line.strip().startswith("[")]
         return count, answered, statuses
     finally:
-        stop(proc)
+        svc.stop()
 
 
 def main():

@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 
 from bench import Service
-from harness import ROOT, NotUp, binary_arg, free_port, git_commit, require_tools
+from harness import ROOT, NotUp, binary_arg, git_commit, require_tools
 from profile_hop import ENV, URL_PATH
 
 REQUESTS = 2500
@@ -37,10 +37,9 @@ IDLE_SECONDS = 20
 
 def start(binary, workdir, name, admin):
     out = workdir / f"callgrind.{name}"
-    env = {**ENV, "LOAD_SHED__ADMIN__LISTEN": f"127.0.0.1:{free_port()}" if admin else ""}
-    svc = Service(env, workdir, name, binary=binary,
+    env = ENV if admin else {**ENV, "LOAD_SHED__ADMIN__LISTEN": ""}
+    svc = Service(env, workdir, name, binary=binary, admin=admin,
                   wrapper=["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"], up_timeout=60)
-    svc.admin = env["LOAD_SHED__ADMIN__LISTEN"]
     svc.out = out
     return svc
 
@@ -55,7 +54,7 @@ class Watcher(threading.Thread):
     def run(self):
         since = 0.0
         while not self.stop.is_set():
-            with urllib.request.urlopen(f"http://{self.admin}/admin/status?since={since}", timeout=30) as r:
+            with urllib.request.urlopen(f"{self.admin}/admin/status?since={since}", timeout=30) as r:
                 samples = json.loads(r.read())["samples"]
             if samples:
                 since = samples[-1]["t"]
@@ -81,7 +80,7 @@ def counted(svc, work):
 
 def run(binary, workdir, name, admin, watch, hop):
     svc = start(binary, workdir, name, admin)
-    watcher = Watcher(svc.admin) if watch else None
+    watcher = Watcher(svc.admin_url) if watch else None
 
     def work():
         if watcher:
