@@ -16,7 +16,7 @@ use super::backlog::Backlog;
 use super::fair::{TenantId, Tenants, Verdict};
 use super::limit::Limit;
 use super::machine::{Admission, Fractions, Limits, PermitToken, Priority, Reason, Refusal, Shed};
-use super::metrics::{AdmissionMetrics, Decision};
+use super::metrics::AdmissionMetrics;
 use super::permit::{Permit, Slots};
 
 /// `send(Acquire)` waits for room rather than failing when full; `Release` uses `do_send`, which
@@ -221,7 +221,7 @@ impl AdmissionActor {
     ) -> Result<Permit, Refusal> {
         match token {
             Ok(token) => {
-                self.metrics.decided(path, priority, Decision::Admitted);
+                self.metrics.admitted(path, priority);
                 Ok(self.slots.permit(token))
             }
             Err(refusal) => {

@@ -15,7 +15,7 @@ use super::backlog::Backlog;
 use super::fair::Tenants;
 use super::limit::{FixedLimit, Limit};
 use super::machine::{Fractions, Priority, Reason, Refusal};
-use super::metrics::{AdmissionMetrics, Decision};
+use super::metrics::AdmissionMetrics;
 use super::permit::{Permit, Slots};
 use super::{AdmissionConfig, AdmissionMode};
 use crate::actor_home::ActorHome;
@@ -161,7 +161,7 @@ impl AdmissionHandle {
                 Ok(())
             };
         }
-        self.metrics.decided(path, priority, Decision::Admitted);
+        self.metrics.admitted(path, priority);
         self.metrics.released(priority);
         Ok(())
     }

@@ -20,7 +20,7 @@ use crate::shadow::Switch;
 
 /// The `decision` label of `admission_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Decision {
+enum Decision {
     Admitted,
     Shed,
 }
@@ -183,19 +183,14 @@ impl AdmissionMetrics {
         self.shadow.clone()
     }
 
+    /// Counts one admission.
+    pub(crate) fn admitted(&self, path: &str, priority: Priority) {
+        self.count(path, priority, Decision::Admitted);
+    }
+
     /// Counts one refusal, with its reason; in shadow mode as a would-be shed.
     pub(crate) fn refused(&self, path: &str, priority: Priority, reason: Reason) {
-        self.count(path, priority, Decision::Shed, reason);
-    }
-
-    /// Counts one admission decision (a shed for lack of capacity); in shadow mode a shed is
-    /// counted as a would-be shed.
-    pub(crate) fn decided(&self, path: &str, priority: Priority, decision: Decision) {
-        self.count(path, priority, decision, Reason::Capacity);
-    }
-
-    fn count(&self, path: &str, priority: Priority, decision: Decision, reason: Reason) {
-        if decision == Decision::Shed && self.shadow.is_on() {
+        if self.shadow.is_on() {
             if let Some(shadow) = self.shadow.series() {
                 shadow.reasons[reason.index()].inc();
                 if let Some((_, n)) = shadow.by_path.iter().find(|(p, _)| *p == path) {
@@ -204,9 +199,12 @@ impl AdmissionMetrics {
             }
             return;
         }
-        if decision == Decision::Shed {
-            self.resolved.shed[reason.index()].inc();
-        }
+        self.resolved.shed[reason.index()].inc();
+        self.count(path, priority, Decision::Shed);
+    }
+
+    /// `admission_requests_total{path,priority,decision}` + 1.
+    fn count(&self, path: &str, priority: Priority, decision: Decision) {
         match self.resolved.decisions.iter().find(|(p, _)| *p == path) {
             Some((_, by)) => by[priority.index()][decision.index()].inc(),
             None => self
