@@ -56,6 +56,17 @@ struct GateState {
     waiting: [VecDeque<oneshot::Sender<Slot>>; 3],
 }
 
+impl GateState {
+    /// Takes a free slot if there is one and nobody waits (waiters go first).
+    fn take_free(&mut self) -> bool {
+        let free = self.free > 0 && self.waiting.iter().all(VecDeque::is_empty);
+        if free {
+            self.free -= 1;
+        }
+        free
+    }
+}
+
 /// One slot of the dependency, given back (to the next waiter, by priority) when dropped.
 #[derive(Debug)]
 pub(crate) struct Slot {
@@ -96,21 +107,14 @@ impl Gate {
 
     /// A slot at once, if one is free and nobody waits.
     fn try_take(self: &Arc<Self>) -> Option<Slot> {
-        let mut s = self.lock();
-        if s.free > 0 && s.waiting.iter().all(VecDeque::is_empty) {
-            s.free -= 1;
-            Some(Slot::new(self))
-        } else {
-            None
-        }
+        self.lock().take_free().then(|| Slot::new(self))
     }
 
     /// A slot: at once if one is free and nobody waits, else after the waiters before it.
     async fn take(self: &Arc<Self>, priority: Priority) -> Option<Slot> {
         let rx = {
             let mut s = self.lock();
-            if s.free > 0 && s.waiting.iter().all(VecDeque::is_empty) {
-                s.free -= 1;
+            if s.take_free() {
                 return Some(Slot::new(self));
             }
             let (tx, rx) = oneshot::channel();
